@@ -1,0 +1,1 @@
+"""model slot: the control plane (profiles, the slot, switching, evidence tools)."""

@@ -1,0 +1,158 @@
+"""``python -m orchestrator``: list, show and validate profiles; later issues add the rest.
+
+Each command is a function ``(args) -> exit code``. Deliberate errors (``ModelSlotError``) are
+printed to stderr without a traceback and exit 1; usage errors exit 2 (argparse's own).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from collections.abc import Sequence
+
+from orchestrator import output, schema
+from orchestrator.config import Paths
+from orchestrator.errors import ModelSlotError, ProfileError
+from orchestrator.profiles import Profile, ProfileStore
+
+
+def _store() -> ProfileStore:
+    return ProfileStore(Paths.from_env().profiles_dir)
+
+
+def _summary(profile: Profile) -> dict[str, str]:
+    return {
+        "name": profile.name,
+        "title": profile.title,
+        "hf_id": profile.hf_id,
+        "status": profile.status,
+        "modalities": profile.modalities,
+        "purpose": profile.purpose,
+        "extends": profile.chain[1] if len(profile.chain) > 1 else "",
+        "hash": profile.hash,
+    }
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    store = _store()
+    profiles, errors = store.load_all()
+    if args.json:
+        output.print_json([_summary(profile) for profile in profiles])
+    else:
+        rows = [(p.name, p.status, p.modalities, p.title) for p in profiles]
+        print(output.table(("NAME", "STATUS", "MODALITIES", "TITLE"), rows))
+    for exc in errors:
+        output.error(str(exc))
+    if not profiles and not errors:
+        output.error(f"no profiles in {store.directory} (set MODEL_SLOT_PROFILES_DIR?)")
+        return 1
+    return 1 if errors else 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    profile = _store().load(args.name)
+    command = profile.serve_command()
+    if args.json:
+        output.print_json(
+            {
+                **_summary(profile),
+                "chain": list(profile.chain),
+                "env": profile.env,
+                "origin": profile.origin,
+                "container_env": profile.container_env(),
+                "argv": command,
+                "frontdoor": profile.frontdoor_limits(),
+            }
+        )
+        return 0
+    print(f"{profile.name}  ({profile.status})  {profile.title}")
+    print(f"  file:    {profile.path}")
+    if len(profile.chain) > 1:
+        print(f"  extends: {' -> '.join(profile.chain[1:])}")
+    print(f"  hash:    {profile.hash[:16]}")
+    print()
+    rows = [(key, value, profile.origin.get(key, "")) for key, value in sorted(profile.env.items())]
+    print(output.table(("KEY", "VALUE", "FROM"), rows))
+    print()
+    print("argv (exec'd by the image's entrypoint, no shell):")
+    print("  " + " ".join(shlex.quote(arg) for arg in command))
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    store = _store()
+    names = args.names or store.names()
+    if not names:
+        output.error(f"no profiles in {store.directory}")
+        return 1
+    profiles, errors = store.load_all(names)
+    for profile in profiles:
+        print(f"ok       {profile.name}")
+    for exc in errors:
+        output.error(str(exc))
+    print(f"{len(profiles)} valid, {len(errors)} invalid")
+    return 1 if errors else 0
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    rows = [
+        (key, spec.group, spec.default if spec.default is not None else "", spec.help)
+        for key, spec in schema.KEYS.items()
+    ]
+    print(output.table(("KEY", "GROUP", "DEFAULT", "WHAT"), rows))
+    print("\nAny other key passes through to the model container, and so do vLLM's own")
+    print("environment variables (VLLM_CPU_*, VLLM_XPU_*, VLLM_CACHE_ROOT, ...).")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m orchestrator",
+        description="Serve one model at a time behind one OpenAI-compatible endpoint.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = commands.add_parser("list", help="the profile table")
+    p.add_argument("--json", action="store_true", help="one JSON object per profile")
+    p.set_defaults(func=cmd_list)
+
+    p = commands.add_parser("show", help="a resolved profile and its vLLM argv")
+    p.add_argument("name")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_show)
+
+    p = commands.add_parser("validate", help="validate profiles (all when none named)")
+    p.add_argument("names", nargs="*", metavar="NAME")
+    p.set_defaults(func=cmd_validate)
+
+    p = commands.add_parser("keys", help="the keys a profile may set")
+    p.set_defaults(func=cmd_keys)
+
+    _register_extensions(commands)
+    return parser
+
+
+def _register_extensions(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Commands that live in their own modules register themselves here."""
+    return
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except ProfileError as exc:
+        output.error(str(exc))
+        return 1
+    except ModelSlotError as exc:
+        output.error(str(exc))
+        return 1
+    except KeyboardInterrupt:
+        output.error("interrupted")
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
