@@ -1,10 +1,8 @@
 """Where things live on this host, from the environment, with defaults that suit a checkout.
 
-| variable | default | what |
-| --- | --- | --- |
-| ``MODEL_SLOT_PROFILES_DIR`` | ``./profiles`` | the profile files |
-| ``MODEL_SLOT_STATE_DIR`` | ``./state`` | current profile, last switch report, lock, control socket |
-| ``MODEL_SLOT_MODEL_ROOT`` | ``/srv/model-slot/models`` | relative ``MODEL_DIR`` values start here |
+- ``MODEL_SLOT_PROFILES_DIR`` (``./profiles``): the profile files.
+- ``MODEL_SLOT_STATE_DIR`` (``./state``): current profile, last switch, lock, control socket.
+- ``MODEL_SLOT_MODEL_ROOT`` (``/srv/model-slot/models``): where relative ``MODEL_DIR``s start.
 """
 
 from __future__ import annotations
