@@ -11,7 +11,7 @@ import shlex
 import sys
 from collections.abc import Sequence
 
-from orchestrator import output, schema
+from orchestrator import output, schema, slot_cli
 from orchestrator.config import Paths
 from orchestrator.errors import ModelSlotError, ProfileError
 from orchestrator.profiles import Profile, ProfileStore
@@ -135,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _register_extensions(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Commands that live in their own modules register themselves here."""
-    return
+    slot_cli.register(commands)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

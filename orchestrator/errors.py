@@ -5,8 +5,11 @@
     ├── PreflightError             a switch refused before the running model was touched
     ├── SlotError                  the model container could not be created, stopped or read
     │   └── NotReadyError          a container that did not become ready (exit, timeout, probe)
+    ├── SwitchFailedError          a switch that ran but did not end on the new profile
+    │                              (``report`` says whether the previous one was restored)
     ├── FrontdoorError             the frontdoor's admin API refused or could not be reached
     ├── BusyError                  another writer holds the slot lock
+    ├── ControlError               the controller's control socket failed mid-conversation
     └── ImageError                 an image, base or wheelhouse step failed
 
 Each carries enough to say what failed and what to do next; the CLI prints ``str(err)`` to
@@ -67,6 +70,19 @@ class NotReadyError(SlotError):
     def __init__(self, message: str, log_tail: str = "") -> None:
         self.log_tail = log_tail
         super().__init__(message)
+
+
+class SwitchFailedError(ModelSlotError):
+    """The new profile did not become ready. ``report`` is the switch report (a dict): its
+    ``outcome`` is ``rolled-back`` (the previous profile serves again) or ``failed``."""
+
+    def __init__(self, message: str, report: dict[str, object]) -> None:
+        self.report = report
+        super().__init__(message)
+
+
+class ControlError(ModelSlotError):
+    """The controller's control socket broke off or answered nonsense."""
 
 
 class FrontdoorError(ModelSlotError):

@@ -1,0 +1,474 @@
+"""The slot: the one model container, through the Docker API. Mechanism only.
+
+``Slot`` creates, stops, inspects, reads and waits on the container; it never decides *which*
+profile runs (that is ``switch.py``) and never talks to the frontdoor.
+
+At most one model container exists at any instant (DESIGN.md, invariant 1). This module holds
+two of the three things that keep it so: the fixed container name (Docker refuses a second
+container of that name, whatever its state) and the label sweep (``stop`` removes *every*
+container carrying the slot's labels, not only the one it expects). The third, one writer at a
+time, is ``lock.py``.
+
+Configuration (environment):
+
+- ``MODEL_SLOT_CONTAINER_NAME`` (``modelslot-model``): the fixed name;
+- ``MODEL_SLOT_INSTANCE`` (``default``): the ``modelslot.instance`` label value; sweeps only
+  touch containers of this instance, so tests and a real slot can share one engine;
+- ``MODEL_SLOT_BACKEND_HOST`` / ``MODEL_SLOT_BACKEND_PORT`` (``127.0.0.1`` / ``18080``): where
+  the container port is published; port ``0`` lets Docker pick one;
+- ``MODEL_SLOT_NETWORK``: a Docker network to attach, where the container's name is its host;
+- ``MODEL_SLOT_PROBE`` (``published`` or ``network``): how the orchestrator reaches vLLM;
+  ``network`` when the orchestrator itself runs on that network (the compose service);
+- ``MODEL_SLOT_UPSTREAM_URL``: what the frontdoor is told; by default
+  ``http://<name>:<port>`` with a network, else the published address.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.errors
+import httpx
+from docker.models.containers import Container
+
+from orchestrator.errors import NotReadyError, SlotError
+from orchestrator.profiles import Profile
+
+ROLE_LABEL = "modelslot.role"
+ROLE = "model"
+PROFILE_LABEL = "modelslot.profile"
+HASH_LABEL = "modelslot.profile-hash"
+INSTANCE_LABEL = "modelslot.instance"
+
+#: How many log lines a failure report carries.
+LOG_TAIL_LINES = 40
+
+
+@dataclass(frozen=True)
+class SlotConfig:
+    container_name: str = "modelslot-model"
+    instance: str = "default"
+    backend_host: str = "127.0.0.1"
+    backend_port: int = 18080
+    network: str | None = None
+    probe: str = "published"  # or "network"
+    upstream_url: str | None = None
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> SlotConfig:
+        env = dict(os.environ) if environ is None else environ
+        probe = env.get("MODEL_SLOT_PROBE", "published")
+        if probe not in ("published", "network"):
+            raise SlotError(f"MODEL_SLOT_PROBE={probe!r}: expected published or network")
+        port = env.get("MODEL_SLOT_BACKEND_PORT", "18080")
+        if not port.isdigit():
+            raise SlotError(f"MODEL_SLOT_BACKEND_PORT={port!r}: expected a port number (0: any)")
+        return cls(
+            container_name=env.get("MODEL_SLOT_CONTAINER_NAME", "modelslot-model"),
+            instance=env.get("MODEL_SLOT_INSTANCE", "default"),
+            backend_host=env.get("MODEL_SLOT_BACKEND_HOST", "127.0.0.1"),
+            backend_port=int(port),
+            network=env.get("MODEL_SLOT_NETWORK") or None,
+            probe=probe,
+            upstream_url=env.get("MODEL_SLOT_UPSTREAM_URL") or None,
+        )
+
+
+@dataclass(frozen=True)
+class ContainerInfo:
+    """What the slot knows about one labelled container."""
+
+    id: str
+    name: str
+    status: str  # created, running, restarting, exited, dead, removing, paused
+    profile: str
+    profile_hash: str
+    exit_code: int | None
+    started_at: str | None
+    published_port: int | None
+
+    @property
+    def short_id(self) -> str:
+        return self.id[:12]
+
+
+def _info(container: Container) -> ContainerInfo:
+    attrs: dict[str, Any] = container.attrs
+    state = attrs.get("State", {})
+    labels = attrs.get("Config", {}).get("Labels") or {}
+    port: int | None = None
+    for bindings in (attrs.get("NetworkSettings", {}).get("Ports") or {}).values():
+        for binding in bindings or []:
+            if binding.get("HostPort"):
+                port = int(binding["HostPort"])
+                break
+    return ContainerInfo(
+        id=container.id or "",
+        name=(attrs.get("Name") or "").lstrip("/"),
+        status=state.get("Status", "unknown"),
+        profile=labels.get(PROFILE_LABEL, ""),
+        profile_hash=labels.get(HASH_LABEL, ""),
+        exit_code=state.get("ExitCode") if state.get("Status") in ("exited", "dead") else None,
+        started_at=state.get("StartedAt"),
+        published_port=port,
+    )
+
+
+def _size_bytes(value: str) -> int:
+    units = {"b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+    value = value.strip().lower()
+    if value and value[-1] in units:
+        return int(value[:-1]) * units[value[-1]]
+    return int(value)
+
+
+class Slot:
+    """The one model container of one slot instance."""
+
+    def __init__(self, config: SlotConfig, client: docker.DockerClient | None = None) -> None:
+        self.config = config
+        self.client = client or docker.from_env(timeout=120)
+
+    # ---- finding --------------------------------------------------------------------------
+    def labels_filter(self) -> list[str]:
+        return [f"{ROLE_LABEL}={ROLE}", f"{INSTANCE_LABEL}={self.config.instance}"]
+
+    def _labelled(self) -> list[Container]:
+        found: list[Container] = self.client.containers.list(
+            all=True, filters={"label": self.labels_filter()}
+        )
+        # Also the fixed name, labelled or not: Docker would refuse to create ours next to it.
+        try:
+            named = self.client.containers.get(self.config.container_name)
+        except docker.errors.NotFound:
+            named = None
+        if named is not None and all(c.id != named.id for c in found):
+            found.append(named)
+        return found
+
+    def containers(self) -> list[ContainerInfo]:
+        """Every container of this slot, in any state (normally none or one)."""
+        infos = []
+        for container in self._labelled():
+            try:
+                container.reload()
+            except docker.errors.NotFound:
+                continue
+            infos.append(_info(container))
+        return infos
+
+    def current(self) -> ContainerInfo | None:
+        """The container under the fixed name, if any."""
+        try:
+            container = self.client.containers.get(self.config.container_name)
+        except docker.errors.NotFound:
+            return None
+        return _info(container)
+
+    def inspect(self) -> dict[str, Any] | None:
+        try:
+            attrs: dict[str, Any] = self.client.containers.get(self.config.container_name).attrs
+        except docker.errors.NotFound:
+            return None
+        return attrs
+
+    # ---- creating -------------------------------------------------------------------------
+    def create(self, profile: Profile, model_root: Path) -> ContainerInfo:
+        """Create and start the container for ``profile``. The caller has swept the slot; if a
+        container of the fixed name still exists Docker refuses, and so does this."""
+        env = profile.container_env()
+        container_port = profile.container_port
+        mounts: list[docker.types.Mount] = [
+            docker.types.Mount(
+                target=profile.get("VLLM_CACHE_ROOT"), source=profile.cache_volume, type="volume"
+            )
+        ]
+        model_dir = profile.model_dir(model_root)
+        if model_dir is not None:
+            mounts.append(
+                docker.types.Mount(
+                    target=profile.get("VLLM_MODEL"),
+                    source=str(model_dir),
+                    type="bind",
+                    read_only=True,
+                )
+            )
+        port_binding: tuple[str, int] | tuple[str] = (
+            (self.config.backend_host, self.config.backend_port)
+            if self.config.backend_port
+            else (self.config.backend_host,)
+        )
+        kwargs: dict[str, Any] = {
+            "name": self.config.container_name,
+            "environment": env,
+            "labels": {
+                ROLE_LABEL: ROLE,
+                INSTANCE_LABEL: self.config.instance,
+                PROFILE_LABEL: profile.name,
+                HASH_LABEL: profile.hash,
+            },
+            "mounts": mounts,
+            "ports": {f"{container_port}/tcp": port_binding},
+            "ipc_mode": "host",
+            "shm_size": profile.get("MODEL_SLOT_SHM_SIZE"),
+            # The controller restarts it, with backoff and fault detection; Docker must not.
+            "restart_policy": {"Name": "no"},
+            "detach": True,
+            "stop_signal": "SIGTERM",
+        }
+        if profile.devices:
+            kwargs["devices"] = [f"{device}:{device}:rwm" for device in profile.devices]
+        group = profile.get("MODEL_SLOT_GROUP_ADD")
+        if group:
+            kwargs["group_add"] = [group]
+        memory = profile.get("MODEL_SLOT_MEMORY_LIMIT")
+        if memory:
+            # memswap_limit equal to mem_limit: no swap on top of the limit.
+            kwargs["mem_limit"] = _size_bytes(memory)
+            kwargs["memswap_limit"] = _size_bytes(memory)
+        if self.config.network:
+            kwargs["network"] = self.config.network
+        try:
+            container = self.client.containers.create(profile.image, **kwargs)
+        except docker.errors.ImageNotFound:
+            raise SlotError(f"image {profile.image} not found (build it first)") from None
+        except docker.errors.APIError as exc:
+            if exc.status_code == 409:
+                raise SlotError(
+                    f"a container named {self.config.container_name} already exists: {exc}"
+                ) from None
+            raise SlotError(f"cannot create the model container: {exc}") from None
+        try:
+            container.start()
+        except docker.errors.APIError as exc:
+            tail = self._tail(container)
+            self._remove(container)
+            raise SlotError(f"cannot start the model container: {exc}\n{tail}") from None
+        container.reload()
+        return _info(container)
+
+    # ---- stopping -------------------------------------------------------------------------
+    def stop(self, grace_s: float, on_step: Callable[[str], None] | None = None) -> list[str]:
+        """Remove every container of this slot: SIGTERM, grace, SIGKILL, wait until it has
+        exited, remove, wait until Docker no longer knows it. Returns the ids removed."""
+        removed = []
+        for container in self._labelled():
+            self._teardown(container, grace_s, on_step)
+            removed.append(container.id or "")
+        return removed
+
+    def _teardown(
+        self, container: Container, grace_s: float, on_step: Callable[[str], None] | None
+    ) -> None:
+        def step(text: str) -> None:
+            if on_step is not None:
+                on_step(f"{(container.id or '')[:12]}: {text}")
+
+        try:
+            container.reload()
+            if container.status in ("running", "restarting", "paused"):
+                if container.status == "paused":
+                    container.unpause()
+                step("SIGTERM")
+                container.kill(signal="SIGTERM")
+                if not self._wait_exited(container, grace_s):
+                    step(f"still running after {grace_s:g}s: SIGKILL")
+                    container.kill(signal="SIGKILL")
+                    if not self._wait_exited(container, 30):
+                        raise SlotError(f"container {container.short_id} survived SIGKILL for 30s")
+        except docker.errors.NotFound:
+            return
+        except docker.errors.APIError as exc:
+            # e.g. 409 "is not running" when it exited between reload and kill: fine, go on.
+            if exc.status_code not in (404, 409):
+                raise SlotError(f"cannot stop container {container.short_id}: {exc}") from None
+        self._remove(container)
+
+    def _wait_exited(self, container: Container, within_s: float) -> bool:
+        deadline = time.monotonic() + within_s
+        while True:
+            try:
+                container.reload()
+            except docker.errors.NotFound:
+                return True
+            if container.status not in ("running", "restarting", "paused", "removing"):
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)
+
+    def _remove(self, container: Container) -> None:
+        try:
+            container.remove(force=True)
+        except docker.errors.NotFound:
+            return
+        except docker.errors.APIError as exc:
+            if exc.status_code != 409:  # 409: removal already in progress
+                raise SlotError(f"cannot remove container {container.short_id}: {exc}") from None
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                self.client.containers.get(container.id)
+            except docker.errors.NotFound:
+                return
+            time.sleep(0.05)
+        raise SlotError(f"container {container.short_id} still exists 60s after removal")
+
+    # ---- reading --------------------------------------------------------------------------
+    def logs(self, tail: int | None = None, timestamps: bool = False) -> str:
+        try:
+            container = self.client.containers.get(self.config.container_name)
+        except docker.errors.NotFound:
+            return ""
+        return self._logs(container, tail, timestamps)
+
+    @staticmethod
+    def _logs(container: Container, tail: int | None, timestamps: bool) -> str:
+        try:
+            raw: bytes = container.logs(
+                stdout=True,
+                stderr=True,
+                tail=tail if tail is not None else "all",
+                timestamps=timestamps,
+            )
+        except docker.errors.APIError:
+            return ""
+        return raw.decode("utf-8", errors="replace")
+
+    def _tail(self, container: Container) -> str:
+        return self._logs(container, LOG_TAIL_LINES, False)
+
+    def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
+        return self.logs(tail=lines)
+
+    # ---- addresses ------------------------------------------------------------------------
+    def probe_url(self, profile: Profile, info: ContainerInfo | None = None) -> str:
+        """Where the orchestrator reaches vLLM."""
+        if self.config.probe == "network":
+            return f"http://{self.config.container_name}:{profile.container_port}"
+        info = info or self.current()
+        port = info.published_port if info and info.published_port else self.config.backend_port
+        host = self.config.backend_host
+        host = "127.0.0.1" if host in ("0.0.0.0", "") else host  # noqa: S104 (compare only)
+        return f"http://{host}:{port}"
+
+    def upstream_url(self, profile: Profile, info: ContainerInfo | None = None) -> str:
+        """What the frontdoor is told to proxy to."""
+        if self.config.upstream_url:
+            return self.config.upstream_url
+        if self.config.network:
+            return f"http://{self.config.container_name}:{profile.container_port}"
+        return self.probe_url(profile, info)
+
+    # ---- readiness ------------------------------------------------------------------------
+    def wait_ready(
+        self,
+        profile: Profile,
+        timeout_s: float | None = None,
+        on_step: Callable[[str], None] | None = None,
+    ) -> None:
+        """Return once the container is ready as invariant 2 defines it: running, ``/health``
+        200, ``/v1/models`` lists the served name with the expected ``max_model_len``, and one
+        real generation returned tokens. Every probe races the container's exit: if it exits,
+        NotReadyError("exited during startup") with its last log lines, at once."""
+        timeout_s = profile.startup_timeout_s if timeout_s is None else timeout_s
+        deadline = time.monotonic() + timeout_s
+        stage = "running"
+        last_problem = ""
+        while True:
+            container = self._get_or_fail(profile)
+            container.reload()
+            if container.status in ("exited", "dead"):
+                code = container.attrs.get("State", {}).get("ExitCode")
+                raise NotReadyError(
+                    f"{profile.name}: exited during startup (exit code {code}) while waiting "
+                    f"for {stage}",
+                    self._tail(container),
+                )
+            if container.status == "running":
+                base = self.probe_url(profile, _info(container))
+                try:
+                    stage, last_problem = self._probe(profile, base, stage, on_step)
+                except _Ready:
+                    return
+            if time.monotonic() >= deadline:
+                raise NotReadyError(
+                    f"{profile.name}: not ready after {timeout_s:g}s (waiting for {stage}"
+                    + (f": {last_problem}" if last_problem else "")
+                    + ")",
+                    self._tail(container),
+                )
+            time.sleep(0.25)
+
+    def _get_or_fail(self, profile: Profile) -> Container:
+        try:
+            container: Container = self.client.containers.get(self.config.container_name)
+        except docker.errors.NotFound:
+            raise NotReadyError(
+                f"{profile.name}: the container disappeared during startup"
+            ) from None
+        return container
+
+    def _probe(
+        self,
+        profile: Profile,
+        base: str,
+        stage: str,
+        on_step: Callable[[str], None] | None,
+    ) -> tuple[str, str]:
+        """One pass through the readiness ladder; returns the stage reached and the problem,
+        raises _Ready at the top."""
+
+        def advance(to: str) -> None:
+            if on_step is not None:
+                on_step(to)
+
+        served = profile.served_model_name
+        try:
+            health = httpx.get(f"{base}/health", timeout=5)
+            if health.status_code != 200:
+                return "health", f"/health answered {health.status_code}"
+            if stage == "running":
+                advance("health 200")
+                stage = "models"
+            models = httpx.get(f"{base}/v1/models", timeout=10)
+            if models.status_code != 200:
+                return "models", f"/v1/models answered {models.status_code}"
+            listed = {m.get("id"): m for m in models.json().get("data", [])}
+            if served not in listed:
+                return "models", f"/v1/models lists {sorted(listed)}, not {served!r}"
+            length = listed[served].get("max_model_len")
+            if length != profile.max_model_len:
+                raise NotReadyError(
+                    f"{profile.name}: /v1/models says max_model_len={length}, the profile says "
+                    f"{profile.max_model_len}"
+                )
+            if stage == "models":
+                advance(f"/v1/models lists {served} (max_model_len {length})")
+                stage = "generation"
+            generation = httpx.post(
+                f"{base}/v1/completions",
+                json={"model": served, "prompt": "Hello", "max_tokens": 4, "temperature": 0},
+                timeout=120,
+            )
+            if generation.status_code != 200:
+                return "generation", (
+                    f"/v1/completions answered {generation.status_code}: {generation.text[:200]}"
+                )
+            tokens = (generation.json().get("usage") or {}).get("completion_tokens") or 0
+            if tokens < 1:
+                return "generation", "the generation returned no tokens"
+            advance(f"generation returned {tokens} tokens")
+            raise _Ready
+        except (httpx.HTTPError, ValueError) as exc:
+            return stage, f"{type(exc).__name__}: {exc}"
+
+
+class _Ready(Exception):  # a control-flow signal: the ladder reached the top
+    pass
