@@ -1,0 +1,311 @@
+"""Relay benchmark: direct vs the frontdoor vs nginx (proxy_buffering off), one run, same load.
+
+    .venv/bin/python benchmarks/frontdoor/bench.py [--json results/frontdoor-bench.json]
+
+Workloads, each against all three targets in turn:
+* c1 first event: sequential short streams on one keep-alive connection; the time from writing
+  the request to receiving the first event. "Added" latency = target percentile - direct's.
+* c16 throughput: 16 connections each streaming back-to-back events for a fixed time; events/s
+  counted by the client, plus the relay process's CPU per 1,000 events (/proc/<pid>/stat).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import uvloop
+
+HERE = Path(__file__).resolve().parent
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Result:
+    target: str
+    c1_first_event_ms: list[float] = field(default_factory=list)
+    c16_events: int = 0
+    c16_seconds: float = 0.0
+    relay_cpu_s: float | None = None
+    errors: int = 0
+
+    def summary(self) -> dict[str, float | int | str | None]:
+        lat = sorted(self.c1_first_event_ms)
+        return {
+            "target": self.target,
+            "c1_p50_ms": _pct(lat, 50),
+            "c1_p90_ms": _pct(lat, 90),
+            "c16_events_per_s": round(self.c16_events / self.c16_seconds) if self.c16_seconds else 0,
+            "relay_cpu_ms_per_1k_events": (
+                round(self.relay_cpu_s * 1e6 / self.c16_events, 2)
+                if self.relay_cpu_s is not None and self.c16_events
+                else None
+            ),
+            "errors": self.errors,
+        }
+
+
+def _pct(values: list[float], p: int) -> float:
+    if not values:
+        return float("nan")
+    k = (len(values) - 1) * p / 100
+    lo, hi = int(k), min(int(k) + 1, len(values) - 1)
+    return round(values[lo] + (values[hi] - values[lo]) * (k - lo), 3)
+
+
+class Conn(asyncio.Protocol):
+    """A lean keep-alive HTTP/1.1 client connection that reads one chunked SSE response at a time."""
+
+    def __init__(self) -> None:
+        self.done: asyncio.Future[int] | None = None
+        self.first: asyncio.Future[float] | None = None
+        self.buf = bytearray()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport: asyncio.Transport = transport  # type: ignore[assignment]
+        transport.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        if self.first is not None and not self.first.done() and b"data: " in self.buf:
+            self.first.set_result(time.perf_counter())
+        if self.buf.endswith(b"\r\n0\r\n\r\n") and self.done is not None and not self.done.done():
+            self.done.set_result(self.buf.count(b"data: {"))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.done is not None and not self.done.done():
+            self.done.set_exception(ConnectionError("closed"))
+
+    async def stream(self, host: str, n: int) -> tuple[float, int]:
+        loop = asyncio.get_running_loop()
+        self.buf = bytearray()
+        self.first, self.done = loop.create_future(), loop.create_future()
+        body = b'{"model":"bench","stream":true,"messages":[{"role":"user","content":"hi"}]}'
+        start = time.perf_counter()
+        self.transport.write(
+            b"POST /v1/chat/completions?n=%d HTTP/1.1\r\nhost: %s\r\ncontent-type: application/json\r\n"
+            b"content-length: %d\r\n\r\n%s" % (n, host.encode(), len(body), body)
+        )
+        first = await self.first
+        events = await self.done
+        return (first - start) * 1000, events
+
+
+async def _connect(port: int) -> Conn:
+    _, conn = await asyncio.get_running_loop().create_connection(Conn, "127.0.0.1", port)
+    return conn
+
+
+async def run_target(name: str, port: int, pid: int | None, args: argparse.Namespace) -> Result:
+    result = Result(name)
+    conn = await _connect(port)
+    for _ in range(5):  # warm-up: connections, code paths
+        await conn.stream("bench", 4)
+    for _ in range(args.c1_requests):
+        ms, _ = await conn.stream("bench", 4)
+        result.c1_first_event_ms.append(ms)
+    conn.transport.close()
+
+    conns = [await _connect(port) for _ in range(args.concurrency)]
+    cpu0 = _cpu(pid)
+    start = time.perf_counter()
+    deadline = start + args.seconds
+
+    async def worker(c: Conn) -> None:
+        while time.perf_counter() < deadline:
+            try:
+                _, events = await c.stream("bench", args.events)
+            except ConnectionError:
+                result.errors += 1
+                return
+            result.c16_events += events
+
+    await asyncio.gather(*(worker(c) for c in conns))
+    result.c16_seconds = time.perf_counter() - start
+    cpu1 = _cpu(pid)
+    result.relay_cpu_s = None if cpu0 is None or cpu1 is None else cpu1 - cpu0
+    for c in conns:
+        c.transport.close()
+    return result
+
+
+def _cpu(pid: int | None) -> float | None:
+    if pid is None:
+        return None
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK  # utime + stime
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before listening on {port}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listening on {port} after {timeout}s")
+
+
+def _nginx_conf(tmp: Path, port: int, upstream: int) -> Path:
+    conf = tmp / "nginx.conf"
+    conf.write_text(f"""
+worker_processes 1;
+daemon off;
+pid {tmp}/nginx.pid;
+error_log {tmp}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {tmp}/body;
+    proxy_temp_path {tmp}/proxy;
+    fastcgi_temp_path {tmp}/fastcgi;
+    uwsgi_temp_path {tmp}/uwsgi;
+    scgi_temp_path {tmp}/scgi;
+    upstream model {{ server 127.0.0.1:{upstream}; keepalive 64; }}
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass http://model;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;
+            tcp_nodelay on;
+        }}
+    }}
+}}
+""")
+    return conf
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--c1-requests", type=int, default=40)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--events", type=int, default=500, help="events per c16 stream")
+    parser.add_argument("--seconds", type=float, default=5.0, help="duration of each c16 phase")
+    parser.add_argument("--rounds", type=int, default=1, help="repeat the three targets, interleaved")
+    parser.add_argument("--json", type=Path, default=None, help="write the results here")
+    args = parser.parse_args()
+
+    procs: list[subprocess.Popen[bytes]] = []
+    tmp = Path(tempfile.mkdtemp(prefix="frontdoor-bench-"))
+    try:
+        up = subprocess.Popen([sys.executable, str(HERE / "sse_upstream.py")], stdout=subprocess.PIPE)
+        procs.append(up)
+        assert up.stdout is not None
+        up_port = int(up.stdout.readline())
+
+        fd_port, fd_admin = _free_port(), _free_port()
+        env = {
+            **os.environ,
+            "FRONTDOOR_HOST": "127.0.0.1", "FRONTDOOR_PORT": str(fd_port),
+            "FRONTDOOR_ADMIN_PORT": str(fd_admin), "FRONTDOOR_BACKEND_URL": f"http://127.0.0.1:{up_port}",
+            "FRONTDOOR_MAX_ACTIVE_GENERATIONS": "64", "FRONTDOOR_QUEUE_TIMEOUT_S": "30",
+        }
+        env.pop("FRONTDOOR_STATE_DIR", None)
+        frontdoor = subprocess.Popen([sys.executable, "-m", "frontdoor"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        procs.append(frontdoor)
+        _wait_port(fd_port, frontdoor)
+
+        ng_port = _free_port()
+        nginx = subprocess.Popen([NGINX, "-p", str(tmp), "-c", str(_nginx_conf(tmp, ng_port, up_port)), "-e", str(tmp / "error.log")], stderr=subprocess.DEVNULL)
+        procs.append(nginx)
+        _wait_port(ng_port, nginx)
+        nginx_worker = _nginx_worker(nginx.pid)
+
+        targets = [("direct", up_port, None), ("frontdoor", fd_port, frontdoor.pid), ("nginx", ng_port, nginx_worker)]
+        results: dict[str, Result] = {name: Result(name) for name, _, _ in targets}
+        for _ in range(args.rounds):
+            for name, port, pid in targets:
+                r = uvloop.run(run_target(name, port, pid, args))
+                acc = results[name]
+                acc.c1_first_event_ms += r.c1_first_event_ms
+                acc.c16_events += r.c16_events
+                acc.c16_seconds += r.c16_seconds
+                acc.errors += r.errors
+                if r.relay_cpu_s is not None:
+                    acc.relay_cpu_s = (acc.relay_cpu_s or 0.0) + r.relay_cpu_s
+        report = _report(results, args)
+        print(report["table"])
+        if args.json:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps({k: v for k, v in report.items() if k != "table"}, indent=2))
+            print(f"wrote {args.json}")
+    finally:
+        for p in reversed(procs):
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _nginx_worker(master: int) -> int | None:
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    stat = (entry / "stat").read_text()
+                except OSError:
+                    continue
+                if int(stat.rsplit(")", 1)[1].split()[1]) == master:
+                    return int(entry.name)
+        time.sleep(0.05)
+    return None
+
+
+def _report(results: dict[str, Result], args: argparse.Namespace) -> dict[str, object]:
+    rows = {name: r.summary() for name, r in results.items()}
+    direct = rows["direct"]
+    nginx_rate = rows["nginx"]["c16_events_per_s"] or 1
+    lines = [
+        f"{'target':<10} {'c1 p50 ms':>10} {'c1 p90 ms':>10} {'added p50':>10} {'added p90':>10} "
+        f"{'c16 ev/s':>10} {'x nginx':>8} {'CPU ms/1k ev':>13} {'errors':>7}"
+    ]
+    for name, row in rows.items():
+        add50 = round(float(row["c1_p50_ms"]) - float(direct["c1_p50_ms"]), 3)  # type: ignore[arg-type]
+        add90 = round(float(row["c1_p90_ms"]) - float(direct["c1_p90_ms"]), 3)  # type: ignore[arg-type]
+        row["added_p50_ms"], row["added_p90_ms"] = add50, add90
+        row["rate_vs_nginx"] = round(float(row["c16_events_per_s"]) / float(nginx_rate), 3)  # type: ignore[arg-type]
+        cpu = row["relay_cpu_ms_per_1k_events"]
+        lines.append(
+            f"{name:<10} {row['c1_p50_ms']:>10} {row['c1_p90_ms']:>10} {add50:>10} {add90:>10} "
+            f"{row['c16_events_per_s']:>10} {row['rate_vs_nginx']:>8} {cpu if cpu is not None else '-':>13} {row['errors']:>7}"
+        )
+    load = os.getloadavg()
+    lines.append(f"load average before/after: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; cores: {os.cpu_count()}")
+    return {
+        "table": "\n".join(lines),
+        "rows": rows,
+        "params": vars(args) | {"json": str(args.json) if args.json else None},
+        "loadavg": load,
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+if __name__ == "__main__":
+    main()

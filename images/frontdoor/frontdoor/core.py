@@ -1,0 +1,119 @@
+"""The frontdoor's state, in one place: settings, the route, admission, metrics, the upstream pool.
+
+One ``Frontdoor`` lives per process. The admin API is the only writer of the route and the pause
+flag; it calls ``set_route``/``set_paused``, which persist and then push the new limits into
+``Admission`` synchronously (no await between), so no request ever sees a half-applied route.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+
+from . import route as route_mod
+from .admission import Admission
+from .metrics import Metrics
+from .route import Route
+from .settings import Settings
+from .upstream import Pool
+
+log = logging.getLogger("frontdoor")
+
+
+class Frontdoor:
+    def __init__(
+        self, settings: Settings, route: Route | None = None, origin: str | None = None
+    ) -> None:
+        self.settings = settings
+        if route is None:
+            route, origin = route_mod.initial(settings)
+        self.route: Route = route
+        self.route_origin = origin or "given"
+        self.paused = False
+        self.persist_error: str | None = None
+        self.started_at = route_mod.now_iso()
+        self.started_monotonic = time.monotonic()
+        self.metrics = Metrics()
+        self.admission = Admission(
+            route.limits.max_active_generations, route.limits.queue_timeout_s, route.switch_hold_s
+        )
+        self._pool: Pool | None = None
+        self._apply()
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    @property
+    def pool(self) -> Pool:
+        """Upstream connections, reused across requests (created on first use, on our loop)."""
+        if self._pool is None:
+            s = self.settings
+            self._pool = Pool(
+                connect_timeout=s.connect_timeout_s,
+                # The read timeout bounds the silence between two upstream reads, not the whole
+                # generation: long generations stream for minutes and that is fine.
+                read_timeout=s.backend_timeout_s,
+                # Enough idle connections to serve the cap at once without reconnecting.
+                max_idle=max(32, 2 * self.route.limits.max_active_generations),
+                # Below vLLM's (uvicorn's) 5 s idle close, so we rarely pick a socket it closes.
+                idle_expiry=4.0,
+            )
+        return self._pool
+
+    async def aclose(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+
+    # -- the admin side -------------------------------------------------------------------
+
+    def set_route(self, new: Route) -> None:
+        """Apply a route at once, then persist it. Raises ``OSError`` if it could not be saved
+        (the route is applied regardless: serving matters more than the file)."""
+        self.route = new
+        self.route_origin = "admin API"
+        self._apply()
+        path = self.settings.route_file
+        if path is None:
+            return
+        try:
+            route_mod.save(path, new)
+            self.persist_error = None
+        except OSError as exc:
+            self.persist_error = f"could not persist the route to {path}: {exc}"
+            log.error("%s", self.persist_error)
+            raise
+
+    def set_paused(self, paused: bool) -> None:
+        self.paused = paused
+        self._apply()
+
+    def _apply(self) -> None:
+        r = self.route
+        self.admission.configure(
+            state=r.state,
+            reason=r.reason,
+            cap=r.limits.max_active_generations,
+            queue_timeout_s=r.limits.queue_timeout_s,
+            hold_s=r.switch_hold_s,
+            paused=self.paused,
+        )
+
+    # -- the request side -----------------------------------------------------------------
+
+    def authorized(self, headers: list[tuple[bytes, bytes]]) -> bool:
+        keys = self.settings.api_keys
+        if not keys:
+            return True
+        offered: bytes | None = None
+        for name, value in headers:
+            if name == b"authorization" and value[:7].lower() == b"bearer ":
+                offered = value[7:].strip()
+            elif name == b"x-api-key" and offered is None:
+                offered = value.strip()
+        if offered is None:
+            return False
+        ok = False
+        for key in keys:  # compare against every key so timing does not reveal which matched
+            ok |= hmac.compare_digest(offered, key.encode())
+        return ok

@@ -1,0 +1,374 @@
+"""The relay: one client request to the current upstream and its answer back, streamed.
+
+Hot path rules (see docs/frontdoor.md for the measurements behind them):
+
+* pooled keep-alive upstream connections (``upstream.Pool``);
+* response bytes are relayed exactly as they arrive: no line splitting, no decoding, no
+  buffering; whatever has arrived when the relay asks becomes one ASGI body message at once;
+* per request, not per event: metrics, events and header work.
+
+Generation requests read their (JSON) body whole before admission: it is small next to the
+generation, it lets the queue watch for a disconnect (ASGI ``receive`` is then free), a rewrite
+needs it, and a request held through a switch is sent to the *new* upstream. Other requests
+stream their body through.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.types import Receive, Scope, Send
+
+from . import errors, events, rewrite
+from .core import Frontdoor
+from .errors import Refusal
+from .upstream import Response, UpstreamError, UpstreamTimeout
+
+GENERATION_PATHS = frozenset(
+    {
+        "/v1/completions",
+        "/v1/chat/completions",
+        "/v1/responses",
+        "/v1/messages",
+        "/inference/v1/generate",
+        "/generative_scoring",
+    }
+)
+
+# RFC 9110 7.6.1 connection-specific fields, never forwarded either way. ``host`` is replaced
+# by the upstream's (and kept as X-Forwarded-Host); ``content-length`` is recomputed for the
+# body we send; ``expect`` is dropped because we read the body ourselves.
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"trailers",
+        b"transfer-encoding",
+        b"upgrade",
+    }
+)
+_DROP_REQUEST = HOP_BY_HOP | {
+    b"expect",
+    b"host",
+    b"content-length",
+    b"x-forwarded-for",
+    b"x-forwarded-proto",
+    b"x-forwarded-host",
+}
+_EVENT_STREAM = b"text/event-stream"
+
+
+class ClientGone(Exception):
+    """The client disconnected; nobody is left to answer."""
+
+
+@dataclass
+class Exchange:
+    """What one request did, for metrics and the event log."""
+
+    path: str
+    generation: bool
+    start: float = field(default_factory=time.monotonic)
+    status: int = 0
+    queued: bool = False
+    queue_wait: float = 0.0
+    ttft: float | None = None
+    error: str | None = None
+    client_gone: bool = False
+    done: bool = False
+    admitted: bool = False
+    tail: bytes = b""
+
+    def release(self, fd: Frontdoor) -> None:
+        """Give the generation slot back, once."""
+        if self.admitted:
+            self.admitted = False
+            fd.admission.release(time.monotonic() - self.start)
+
+
+async def relay(fd: Frontdoor, scope: Scope, receive: Receive, send: Send) -> None:
+    path: str = scope["path"]
+    ex = Exchange(path, scope["method"] == "POST" and path in GENERATION_PATHS)
+    task = asyncio.current_task()
+    assert task is not None
+    watcher: asyncio.Task[None] | None = None
+
+    def watch() -> None:
+        # Once the request body is consumed, ``receive`` only returns on disconnect. Cancel the
+        # request's task then: whatever it awaits (queue, upstream read, client write) stops,
+        # and the ``finally`` blocks close the upstream response (vLLM aborts) and free the slot.
+        nonlocal watcher
+        watcher = asyncio.get_running_loop().create_task(_watch_disconnect(receive, task, ex))
+
+    try:
+        if not fd.authorized(scope["headers"]):
+            raise errors.unauthorized("missing or wrong API key (send Authorization: Bearer <key>)")
+        fd.admission.refuse_if_closed()
+        if ex.generation:
+            body: bytes | AsyncIterator[bytes] = await _read_body(
+                scope, receive, fd.settings.max_body_bytes
+            )
+            watch()
+            ex.queue_wait = await fd.admission.acquire()
+            ex.admitted = True
+            ex.queued = ex.queue_wait > 0
+            route = fd.route  # the route that admitted us: serving, so it has an upstream
+            if rewrite.needed(path, route.limits):
+                assert isinstance(body, bytes)
+                body = rewrite.apply(path, body, route.limits)
+        else:
+            route = fd.route
+            if route.upstream is None:
+                fd.admission.refuse_if_closed()
+                raise errors.unavailable(
+                    "switching",
+                    "no upstream while the model is being switched; retry later",
+                    fd.admission.retry_after(),
+                )
+            body = await _body_stream(scope, receive, fd.settings.max_body_bytes, watch)
+        await _forward(fd, scope, send, ex, base=route.upstream_base, body=body)
+    except Refusal as refusal:
+        if ex.client_gone:
+            return
+        ex.status, ex.error = refusal.status, refusal.type
+        fd.metrics.refusals[refusal.type] += 1
+        await _send_refusal(send, refusal, fd.settings.cors_allow_origin)
+    except asyncio.CancelledError:
+        if not ex.client_gone:
+            raise  # a shutdown, not our watcher: let it propagate
+        task.uncancel()
+    except ClientGone:
+        ex.client_gone = True
+    finally:
+        ex.done = True
+        if watcher is not None:
+            watcher.cancel()
+        if ex.client_gone:
+            ex.status, ex.error = ex.status or 499, ex.error or "client disconnected"
+        ex.release(fd)
+        _account(fd, ex, time.monotonic() - ex.start, scope)
+
+
+async def _watch_disconnect(receive: Receive, task: asyncio.Task[Any], ex: Exchange) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            if not ex.done:
+                ex.client_gone = True
+                task.cancel()
+            return
+
+
+async def _read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
+    _check_length(scope, limit)
+    message = await receive()
+    if message["type"] == "http.disconnect":
+        raise ClientGone
+    chunk: bytes = message.get("body", b"")
+    if not message.get("more_body", False):
+        if len(chunk) > limit:
+            raise errors.too_large(limit)
+        return chunk
+    parts, size = [chunk], len(chunk)
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise errors.too_large(limit)
+        parts.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(parts)
+
+
+async def _body_stream(
+    scope: Scope, receive: Receive, limit: int, on_done: Any
+) -> bytes | AsyncIterator[bytes]:
+    """A small body whole; a large one as a stream that starts the disconnect watch at its end."""
+    _check_length(scope, limit)
+    message = await receive()
+    if message["type"] == "http.disconnect":
+        raise ClientGone
+    first: bytes = message.get("body", b"")
+    if not message.get("more_body", False):
+        if len(first) > limit:
+            raise errors.too_large(limit)
+        on_done()
+        return first
+
+    async def stream() -> AsyncIterator[bytes]:
+        size = len(first)
+        yield first
+        while True:
+            msg = await receive()
+            if msg["type"] == "http.disconnect":
+                raise ClientGone
+            chunk = msg.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise errors.too_large(limit)
+            if chunk:
+                yield chunk
+            if not msg.get("more_body", False):
+                on_done()
+                return
+
+    return stream()
+
+
+def _check_length(scope: Scope, limit: int) -> None:
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            try:
+                declared = int(value)
+            except ValueError:
+                raise errors.bad_request("invalid Content-Length header") from None
+            if declared > limit:
+                raise errors.too_large(limit)
+
+
+def _request_headers(scope: Scope) -> list[tuple[bytes, bytes]]:
+    headers: list[tuple[bytes, bytes]] = scope["headers"]
+    drop = _DROP_REQUEST
+    for name, value in headers:
+        if name == b"connection":  # fields the client named as connection-specific go too
+            drop = drop | {t.strip().lower() for t in value.split(b",")}
+    out = [(n, v) for n, v in headers if n not in drop]
+    client = scope.get("client")
+    peer = client[0].encode() if client else b"unknown"
+    prior_xff = host = prior_host = None
+    for name, value in headers:
+        if name == b"x-forwarded-for":
+            prior_xff = value if prior_xff is None else prior_xff + b", " + value
+        elif name == b"host":
+            host = value
+        elif name == b"x-forwarded-host":
+            prior_host = value
+    out.append((b"x-forwarded-for", prior_xff + b", " + peer if prior_xff else peer))
+    out.append((b"x-forwarded-proto", scope.get("scheme", "http").encode()))
+    if prior_host or host:
+        out.append((b"x-forwarded-host", prior_host or host or b""))
+    return out
+
+
+async def _forward(
+    fd: Frontdoor,
+    scope: Scope,
+    send: Send,
+    ex: Exchange,
+    *,
+    base: str,
+    body: bytes | AsyncIterator[bytes],
+) -> None:
+    query: bytes = scope.get("query_string", b"")
+    target: bytes = scope.get("raw_path") or scope["path"].encode()
+    if query:
+        target += b"?" + query
+    try:
+        response = await fd.pool.request(
+            scope["method"], base, target, _request_headers(scope), body
+        )
+    except UpstreamTimeout as exc:
+        fd.metrics.upstream_errors["timeout"] += 1
+        raise errors.backend_timeout(f"the model server did not answer in time: {exc}") from None
+    except UpstreamError as exc:
+        fd.metrics.upstream_errors["connect"] += 1
+        raise errors.backend_error(f"could not reach the model server: {exc}") from None
+    try:
+        await _relay_response(fd, send, ex, response)
+    finally:
+        # Closing before the body is complete aborts the upstream socket: vLLM aborts the request.
+        response.close()
+
+
+async def _relay_response(fd: Frontdoor, send: Send, ex: Exchange, response: Response) -> None:
+    headers = [(n, v) for n, v in response.headers if n not in HOP_BY_HOP]
+    streaming = False
+    for name, value in headers:
+        if name == b"content-type":
+            streaming = value.startswith(_EVENT_STREAM)
+    if streaming:
+        headers.append((b"x-accel-buffering", b"no"))
+    if fd.settings.cors_allow_origin:
+        headers.append((b"access-control-allow-origin", fd.settings.cors_allow_origin.encode()))
+    ex.status = response.status
+    await send({"type": "http.response.start", "status": response.status, "headers": headers})
+    keep_tail = ex.generation and fd.route.limits.log_events
+    first = True
+    try:
+        async for chunk in response.chunks():
+            if first:
+                ex.ttft = time.monotonic() - ex.start
+                first = False
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            if keep_tail:
+                ex.tail = (ex.tail + chunk)[-4096:]
+    except UpstreamError as exc:
+        # The upstream broke mid-response; the status line is gone, so say it in-band.
+        kind = "timeout" if isinstance(exc, UpstreamTimeout) else "broken"
+        fd.metrics.upstream_errors[kind] += 1
+        ex.error = f"upstream {kind} mid-response: {exc}"
+        if not streaming:
+            raise  # uvicorn closes the connection; the client sees a truncated body
+        error = {
+            "error": {"message": ex.error, "type": "backend_error", "param": None, "code": None}
+        }
+        await send(
+            {
+                "type": "http.response.body",
+                "body": b"data: " + json.dumps(error).encode() + b"\n\n",
+                "more_body": True,
+            }
+        )
+    ex.done = True  # from here a disconnect is the normal end of the exchange
+    # The upstream is finished: free the slot *before* the client sees the end, so a client that
+    # sends its next request at once never finds its own previous one still counted.
+    ex.release(fd)
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def _send_refusal(send: Send, refusal: Refusal, cors: str | None) -> None:
+    body = refusal.body()
+    headers = [*refusal.headers(), (b"content-length", str(len(body)).encode())]
+    if cors:
+        headers.append((b"access-control-allow-origin", cors.encode()))
+    await send({"type": "http.response.start", "status": refusal.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+def _account(fd: Frontdoor, ex: Exchange, elapsed: float, scope: Scope) -> None:
+    fd.metrics.request(ex.path, ex.status)
+    if not ex.generation:
+        return
+    fd.metrics.duration.observe(elapsed)
+    if ex.queued:
+        fd.metrics.queue_wait.observe(ex.queue_wait)
+    if ex.ttft is not None:
+        fd.metrics.ttft.observe(ex.ttft)
+    if fd.route.limits.log_events:
+        client = scope.get("client")
+        events.emit(
+            {
+                "client": client[0] if client else None,
+                "path": ex.path,
+                "status": ex.status,
+                "queued": ex.queued,
+                "queue_wait": round(ex.queue_wait, 4),
+                "ttft": None if ex.ttft is None else round(ex.ttft, 4),
+                "elapsed": round(elapsed, 4),
+                "tokens": events.tokens_from_tail(ex.tail),
+                "error": ex.error,
+            }
+        )

@@ -1,0 +1,89 @@
+"""The lab's opt-in request-body rewrites for generation paths.
+
+Each is per profile (``Limits``) and off by default: rewriting ``model`` to the served name, an
+output-token default and cap, and default ``chat_template_kwargs`` where the client's values win.
+When none applies to a path, the body is relayed byte for byte (image requests included).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from .errors import bad_request
+from .route import Limits
+
+CHAT = "/v1/chat/completions"
+
+# Which body fields carry the output-token budget, per endpoint.
+TOKEN_FIELDS: dict[str, tuple[str, ...]] = {
+    CHAT: ("max_completion_tokens", "max_tokens"),
+    "/v1/completions": ("max_tokens",),
+    "/v1/messages": ("max_tokens",),
+    "/v1/responses": ("max_output_tokens",),
+}
+
+
+def needed(path: str, limits: Limits) -> bool:
+    """Whether a generation on ``path`` must be parsed at all under these limits."""
+    if limits.rewrite_request_model and limits.served_model_name:
+        return True
+    if path in TOKEN_FIELDS and (limits.default_max_output_tokens or limits.max_output_tokens):
+        return True
+    return path == CHAT and bool(limits.chat_template_kwargs)
+
+
+def apply(path: str, body: bytes, limits: Limits) -> bytes:
+    """The rewritten body. Raises a 400 ``Refusal`` when the body is not a JSON object."""
+    try:
+        data = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise bad_request(f"request body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise bad_request("request body must be a JSON object")
+    rewrite_fields(path, data, limits)
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def rewrite_fields(path: str, data: dict[str, Any], limits: Limits) -> None:
+    if limits.rewrite_request_model and limits.served_model_name:
+        data["model"] = limits.served_model_name
+    fields = TOKEN_FIELDS.get(path, ())
+    if fields and (limits.default_max_output_tokens or limits.max_output_tokens):
+        _apply_token_budget(
+            data, fields, limits.default_max_output_tokens, limits.max_output_tokens
+        )
+    if path == CHAT and limits.chat_template_kwargs:
+        client = data.get("chat_template_kwargs")
+        if client is None:
+            data["chat_template_kwargs"] = dict(limits.chat_template_kwargs)
+        elif isinstance(client, dict):
+            data["chat_template_kwargs"] = {**limits.chat_template_kwargs, **client}
+        # anything else is the client's own malformed value: vLLM will say what is wrong
+
+
+def _valid(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _apply_token_budget(
+    data: dict[str, Any], fields: tuple[str, ...], default: int | None, cap: int | None
+) -> None:
+    # Missing or invalid -> the default (or the cap when there is no default); larger -> cap.
+    fallback = default if default is not None else cap
+    if fallback is not None and cap is not None:
+        fallback = min(fallback, cap)
+    present = [f for f in fields if f in data and data[f] is not None]
+    if not present:
+        if fallback is not None:
+            data[fields[-1]] = fallback
+        return
+    for name in present:
+        value = data[name]
+        if not _valid(value):
+            if fallback is None:
+                del data[name]
+            else:
+                data[name] = fallback
+        elif cap is not None and value > cap:
+            data[name] = cap

@@ -1,0 +1,51 @@
+"""Streaming relay: events reach the client as the upstream sends them, not later."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+
+import httpx
+from fd_fakes import FakeUpstream
+
+
+def test_each_event_reaches_the_client_within_a_few_ms_of_being_sent(upstream: FakeUpstream, start_frontdoor) -> None:
+    front = start_frontdoor(backend_url=upstream.url)
+    arrivals: dict[int, float] = {}
+    with httpx.Client(timeout=10) as client, client.stream(
+        "POST", front.url + "/v1/chat/completions",
+        json={"model": "m", "stream": True, "messages": []},
+        headers={"x-fake-sse": "8", "x-fake-interval": "0.04"},
+    ) as response:
+        assert response.status_code == 200
+        assert response.headers["x-accel-buffering"] == "no"
+        assert response.headers["content-type"].startswith("text/event-stream")
+        buffer = b""
+        for chunk in response.iter_raw():
+            now = time.monotonic()
+            buffer += chunk
+            while b"\n\n" in buffer:
+                event, buffer = buffer.split(b"\n\n", 1)
+                data = json.loads(event.removeprefix(b"data: ")) if b'"i"' in event else None
+                if data is not None:
+                    arrivals[data["i"]] = now
+    sent = upstream.seen[0].sent_at
+    assert sorted(arrivals) == list(range(8))
+    lags_ms = [(arrivals[i] - sent[i]) * 1000 for i in range(8)]
+    # Buffering anywhere would hold early events until later ones (40 ms apart) or the end.
+    assert max(lags_ms) < 20, lags_ms
+    assert statistics.median(lags_ms) < 5, lags_ms
+
+
+def test_non_streaming_generation_and_models_pass_through(upstream: FakeUpstream, start_frontdoor) -> None:
+    front = start_frontdoor(backend_url=upstream.url)
+    with httpx.Client(base_url=front.url, timeout=10) as client:
+        models = client.get("/v1/models")
+        assert models.status_code == 200
+        assert models.json()["data"][0]["id"] == "fake-model"
+        chat = client.post("/v1/chat/completions", json={"model": "m", "messages": []})
+        assert chat.status_code == 200
+        assert chat.json()["usage"]["completion_tokens"] == 1
+    assert front.fd.admission.total == 1  # /v1/models is not a generation
+    assert front.fd.admission.active == 0  # freed before the client saw the end
