@@ -11,9 +11,10 @@ import shlex
 import sys
 from collections.abc import Sequence
 
-from orchestrator import output, schema, slot_cli
+from orchestrator import admin_token, demo, evidence_cli, output, schema, slot_cli
 from orchestrator.config import Paths
 from orchestrator.errors import ModelSlotError, ProfileError
+from orchestrator.images import cli as images_cli
 from orchestrator.profiles import Profile, ProfileStore
 
 
@@ -136,6 +137,10 @@ def build_parser() -> argparse.ArgumentParser:
 def _register_extensions(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Commands that live in their own modules register themselves here."""
     slot_cli.register(commands)
+    evidence_cli.register(commands)
+    images_cli.register(commands)
+    demo.register(commands)
+    admin_token.register(commands)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
