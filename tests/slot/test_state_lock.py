@@ -66,6 +66,5 @@ def test_second_writer_in_another_process_is_refused_and_told_who_holds_it(
 
 
 def test_lock_waits_a_bounded_time_then_refuses(tmp_path: Path) -> None:
-    with SlotLock(tmp_path, "first"):
-        with pytest.raises(BusyError):
-            SlotLock(tmp_path, "second").acquire(wait_s=0.3)
+    with SlotLock(tmp_path, "first"), pytest.raises(BusyError):
+        SlotLock(tmp_path, "second").acquire(wait_s=0.3)

@@ -89,7 +89,8 @@ def test_a_profile_that_does_not_get_ready_is_rolled_back(
     assert report["log_tail"] == "boom\n"
     assert "cpu-tiny restored" in str(failed.value)
     assert fake.calls == [
-        "stop", "create test-exits", "ready test-exits", "stop", "create cpu-tiny", "ready cpu-tiny",
+        "stop", "create test-exits", "ready test-exits",
+        "stop", "create cpu-tiny", "ready cpu-tiny",
     ]  # fmt: skip
     assert frontdoor.route()["state"] == "serving"
     assert frontdoor.route()["profile"]["name"] == "cpu-tiny"
