@@ -1,0 +1,120 @@
+"""gate and soak commands end to end against the fake server (mechanics only)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from orchestrator.cli import main
+
+from .fake_server import FakeServer
+from .test_canary_fake import GOOD
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def profiles(tmp_path: Path) -> Path:
+    directory = tmp_path / "profiles"
+    directory.mkdir()
+    for name in ("cpu-smollm2-135m", "cpu-tiny"):
+        shutil.copy(REPO / "profiles" / f"{name}.env", directory)
+    return directory
+
+
+def gate(fake: FakeServer, profiles: Path, state: Path, *extra: str) -> int:
+    return main(
+        [
+            "gate",
+            "cpu-tiny",
+            "--base-url",
+            fake.base_url,
+            "--profiles-dir",
+            str(profiles),
+            "--state-dir",
+            str(state),
+            "--decode-tokens",
+            "8",
+            "--decode-prompt-tokens",
+            "16",
+            "--quiet",
+            *extra,
+        ]
+    )
+
+
+def test_gate_passes_saves_evidence_and_promotes(
+    fake: FakeServer, profiles: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake.config.model, fake.config.replies = "tiny-llama", dict(GOOD)
+    assert gate(fake, profiles, tmp_path / "state", "--promote") == 0
+    out = capsys.readouterr().out
+    assert "PASSED" in out
+    assert "promoted: " in out and "research-tests -> MODEL_SLOT_STATUS=production" in out
+    [report_path] = (tmp_path / "state" / "evidence").glob("gate-cpu-tiny-*.json")
+    report = json.loads(report_path.read_text())
+    assert [s["result"] for s in report["steps"]] == [
+        "pass",
+        "pass",
+        "skipped",
+        "pass",
+        "pass",
+        "pass",
+        "pass",
+    ]
+    assert report["steps"][4]["numbers"].keys() == {"ttft_ms_at_512"}  # 16K/32K > max context
+    assert set(report["steps"][5]["numbers"]) == {"c2", "c4"}
+    assert "MODEL_SLOT_STATUS=production" in (profiles / "cpu-tiny.env").read_text()
+
+
+def test_gate_fails_on_wrong_context_and_does_not_promote(
+    fake: FakeServer, profiles: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake.config.model, fake.config.replies = "tiny-llama", dict(GOOD)
+    fake.config.max_model_len = 1024
+    assert gate(fake, profiles, tmp_path / "state", "--promote") == 1
+    out = capsys.readouterr().out
+    assert "max_model_len 1024 != profile's 512" in out
+    assert "not promoted" in out
+    assert "research-tests" in (profiles / "cpu-tiny.env").read_text()
+
+
+def test_gate_refuses_a_profile_that_is_not_served(
+    fake: FakeServer, profiles: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert gate(fake, profiles, tmp_path / "state") == 1
+    assert "is not being served" in capsys.readouterr().err
+
+
+def test_soak_cli_rows_and_summary(
+    fake: FakeServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake.config.replies = dict(GOOD)
+    code = main(
+        [
+            "soak",
+            "--base-url",
+            fake.base_url,
+            "--duration-s",
+            "1.0",
+            "--interval-s",
+            "0.5",
+            "--output-tokens",
+            "4",
+            "--prompt-tokens",
+            "8",
+            "--out-dir",
+            str(tmp_path),
+            "--quiet",
+            "--json",
+        ]
+    )
+    summary = json.loads(capsys.readouterr().out)
+    assert code == 0, summary
+    assert summary["cycles"] == summary["clean_cycles"] == 2
+    assert summary["elapsed_s"] >= 1.0
+    rows = [json.loads(line) for line in (tmp_path / "soak.jsonl").read_text().splitlines()]
+    assert [row["quality"] for row in rows] == ["pass", "pass"]
