@@ -57,6 +57,8 @@ class RunningFrontdoor:
         return response
 
     def stop(self) -> None:
+        if self.loop.is_closed():
+            return
         self.loop.call_soon_threadsafe(self.servers.stop)
         self._thread.join(20)
         self.loop.close()

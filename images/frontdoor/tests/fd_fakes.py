@@ -46,6 +46,7 @@ class FakeUpstream:
         self.connections = 0
         self._cond = threading.Condition()
         self._gates: dict[str, asyncio.Event] = {}
+        self._writers: set[asyncio.StreamWriter] = set()
         self.loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -85,8 +86,14 @@ class FakeUpstream:
         self._ready.set()
         await self._stop_event.wait()
         server.close()
-        for task in [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]:
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in tasks:
             task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for writer in list(self._writers):
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
         await server.wait_closed()
 
     def _record(self, seen: Seen | None = None, close: bool = False) -> None:
@@ -99,6 +106,7 @@ class FakeUpstream:
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
+        self._writers.add(writer)
         try:
             while True:
                 try:
@@ -113,6 +121,7 @@ class FakeUpstream:
             return
         finally:
             writer.close()
+            self._writers.discard(writer)
 
     async def _read_request(self, head: bytes, reader: asyncio.StreamReader) -> Seen:
         lines = head.decode("latin-1").split("\r\n")
