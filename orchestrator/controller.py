@@ -116,6 +116,7 @@ class Controller:
             self._reconcile()
             self.ready.set()
             self._loop()
+            self._leave()
         finally:
             self._close()
             self.lock.release()
@@ -125,6 +126,28 @@ class Controller:
         the next ``up`` adopts it."""
         self._stopping.set()
         self.commands.put(Command("shutdown"))
+
+    def _leave(self) -> None:
+        """On shutdown: keep the model for the next ``up`` to adopt, unless the whole compose
+        stack is going down (its frontdoor already stopped: compose stops it first), where the
+        model must go too, or the stack's network could not be removed."""
+        project = os.environ.get("MODEL_SLOT_COMPOSE_PROJECT", "")
+        if not project or os.environ.get("MODEL_SLOT_KEEP_MODEL_ON_DOWN", "0") == "1":
+            return
+        running = self.slot.client.containers.list(
+            filters={
+                "label": [
+                    f"com.docker.compose.project={project}",
+                    "com.docker.compose.service=frontdoor",
+                ]
+            }
+        )
+        if running:
+            log.info("frontdoor still runs: leaving the model for the next controller to adopt")
+            return
+        log.info("the stack is going down: removing the model container (state kept)")
+        profile = self._load(self.switcher.state.load().current)
+        self.slot.stop(profile.stop_timeout_s if profile else 30.0)
 
     def _close(self) -> None:
         if self._events is not None:
@@ -362,6 +385,7 @@ class Controller:
                             "controller": True,
                             "pid": os.getpid(),
                             "queued": self.commands.qsize(),
+                            "reconciled": self.ready.is_set(),
                         }
                     )
                     return

@@ -18,7 +18,8 @@ Configuration (environment):
   the container port is published; port ``0`` lets Docker pick one;
 - ``MODEL_SLOT_NETWORK``: a Docker network to attach, where the container's name is its host;
 - ``MODEL_SLOT_PROBE`` (``published`` or ``network``): how the orchestrator reaches vLLM;
-  ``network`` when the orchestrator itself runs on that network (the compose service);
+  by default ``network`` when a network is set and the orchestrator runs in a container (the
+  compose service), else ``published``;
 - ``MODEL_SLOT_UPSTREAM_URL``: what the frontdoor is told; by default
   ``http://<name>:<port>`` with a network, else the published address.
 """
@@ -63,7 +64,13 @@ class SlotConfig:
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> SlotConfig:
         env = dict(os.environ) if environ is None else environ
-        probe = env.get("MODEL_SLOT_PROBE", "published")
+        network = env.get("MODEL_SLOT_NETWORK") or None
+        # Inside a container on that network (the compose service), the published loopback
+        # port is the host's, not ours: reach vLLM by name instead.
+        in_container = Path("/.dockerenv").exists()
+        probe = env.get("MODEL_SLOT_PROBE") or (
+            "network" if network and in_container else "published"
+        )
         if probe not in ("published", "network"):
             raise SlotError(f"MODEL_SLOT_PROBE={probe!r}: expected published or network")
         port = env.get("MODEL_SLOT_BACKEND_PORT", "18080")
@@ -74,7 +81,7 @@ class SlotConfig:
             instance=env.get("MODEL_SLOT_INSTANCE", "default"),
             backend_host=env.get("MODEL_SLOT_BACKEND_HOST", "127.0.0.1"),
             backend_port=int(port),
-            network=env.get("MODEL_SLOT_NETWORK") or None,
+            network=network,
             probe=probe,
             upstream_url=env.get("MODEL_SLOT_UPSTREAM_URL") or None,
         )
