@@ -106,7 +106,7 @@ def frontdoor(tmp_path: Path) -> Iterator[Frontdoor]:
 
 # ---- one isolated slot instance -----------------------------------------------------------
 @dataclass
-class TestSlot:
+class SlotUnderTest:
     instance: str
     env: dict[str, str]  # the whole environment for CLI/controller subprocesses
     state_dir: Path
@@ -163,7 +163,7 @@ class TestSlot:
             container.remove(force=True)
 
 
-def new_test_slot(base: Path, client: docker.DockerClient) -> TestSlot:
+def new_test_slot(base: Path, client: docker.DockerClient) -> SlotUnderTest:
     instance = f"t{uuid.uuid4().hex[:10]}"
     state_dir = base / "state"
     profiles = make_profiles_dir(base / "profiles")
@@ -184,13 +184,13 @@ def new_test_slot(base: Path, client: docker.DockerClient) -> TestSlot:
             "PYTHONPATH": str(REPO),
         }
     )
-    return TestSlot(instance, env, state_dir, profiles, client)
+    return SlotUnderTest(instance, env, state_dir, profiles, client)
 
 
 @pytest.fixture(scope="module")
 def module_slot(
     tmp_path_factory: pytest.TempPathFactory, docker_client: docker.DockerClient, cpu_image: str
-) -> Iterator[TestSlot]:
+) -> Iterator[SlotUnderTest]:
     """One slot instance shared by a module's tests (a vLLM start costs ~40 s here)."""
     slot = new_test_slot(tmp_path_factory.mktemp("slot"), docker_client)
     try:

@@ -25,7 +25,7 @@ import pytest
 
 from orchestrator import controller
 from orchestrator.state import StateStore
-from tests.slot.conftest import REPO, Frontdoor, TestSlot
+from tests.slot.conftest import REPO, Frontdoor, SlotUnderTest
 from tests.support import wait_until
 
 pytestmark = [pytest.mark.docker, pytest.mark.vllm]
@@ -42,7 +42,7 @@ def fd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Frontdoor]:
 
 
 @pytest.fixture(scope="module")
-def slot(module_slot: TestSlot, fd: Frontdoor) -> TestSlot:
+def slot(module_slot: SlotUnderTest, fd: Frontdoor) -> SlotUnderTest:
     module_slot.with_frontdoor(fd)
     return module_slot
 
@@ -52,18 +52,18 @@ def served_via_frontdoor(fd: Frontdoor) -> list[str]:
     return [model.id for model in client.models.list().data]
 
 
-def the_one_container(slot: TestSlot) -> Any:
+def the_one_container(slot: SlotUnderTest) -> Any:
     containers = slot.labelled()
     assert len(containers) == 1, [c.name for c in containers]
     return containers[0]
 
 
-def switch(slot: TestSlot, name: str, *extra: str) -> tuple[int, dict[str, Any]]:
+def switch(slot: SlotUnderTest, name: str, *extra: str) -> tuple[int, dict[str, Any]]:
     return slot.cli_json("switch", name, *extra)
 
 
 # ---- switching ----------------------------------------------------------------------------
-def test_switch_a_b_a_serves_the_right_model_each_time(slot: TestSlot, fd: Frontdoor) -> None:
+def test_switch_a_b_a_serves_the_right_model_each_time(slot: SlotUnderTest, fd: Frontdoor) -> None:
     for name, served in ((A, A_SERVED), (B, B_SERVED), (A, A_SERVED)):
         code, report = switch(slot, name)
         assert code == 0, report
@@ -79,7 +79,7 @@ def test_switch_a_b_a_serves_the_right_model_each_time(slot: TestSlot, fd: Front
     assert report["previous"] == B
 
 
-def test_status_shows_profile_container_route_and_facts(slot: TestSlot) -> None:
+def test_status_shows_profile_container_route_and_facts(slot: SlotUnderTest) -> None:
     done = slot.cli("status", "--json")
     assert done.returncode == 0, done.stderr
     status = json.loads(done.stdout)
@@ -96,7 +96,7 @@ def test_status_shows_profile_container_route_and_facts(slot: TestSlot) -> None:
     assert f"profile:     {A}" in human.stdout
 
 
-def test_missing_model_dir_is_refused_and_the_old_container_untouched(slot: TestSlot) -> None:
+def test_missing_model_dir_is_refused_and_the_old_container_untouched(slot: SlotUnderTest) -> None:
     before = the_one_container(slot).id
     code, report = switch(slot, "test-missing-model")
     assert code == 1
@@ -106,7 +106,7 @@ def test_missing_model_dir_is_refused_and_the_old_container_untouched(slot: Test
     assert slot.cli("status", "--json").returncode == 0
 
 
-def test_rejected_profile_is_refused_without_force(slot: TestSlot) -> None:
+def test_rejected_profile_is_refused_without_force(slot: SlotUnderTest) -> None:
     before = the_one_container(slot).id
     code, report = switch(slot, "test-rejected")
     assert code == 1
@@ -116,7 +116,7 @@ def test_rejected_profile_is_refused_without_force(slot: TestSlot) -> None:
 
 
 def test_profile_that_exits_is_rolled_back_and_the_previous_answers(
-    slot: TestSlot, fd: Frontdoor
+    slot: SlotUnderTest, fd: Frontdoor
 ) -> None:
     before = the_one_container(slot).id
     done = slot.cli("switch", "test-exits")
@@ -134,7 +134,7 @@ def test_profile_that_exits_is_rolled_back_and_the_previous_answers(
     assert fd.route()["state"] == "serving"
 
 
-def test_racing_switches_never_make_two_containers(slot: TestSlot, fd: Frontdoor) -> None:
+def test_racing_switches_never_make_two_containers(slot: SlotUnderTest, fd: Frontdoor) -> None:
     counts: list[int] = []
     done = threading.Event()
 
@@ -177,7 +177,7 @@ def test_racing_switches_never_make_two_containers(slot: TestSlot, fd: Frontdoor
 
 # ---- the controller -----------------------------------------------------------------------
 class Controller:
-    def __init__(self, slot: TestSlot, log_path: Path) -> None:
+    def __init__(self, slot: SlotUnderTest, log_path: Path) -> None:
         self.slot = slot
         self.log_path = log_path
         self.proc: subprocess.Popen[bytes] | None = None
@@ -212,14 +212,14 @@ class Controller:
 
 
 @pytest.fixture(scope="module")
-def ctl(slot: TestSlot, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Controller]:
+def ctl(slot: SlotUnderTest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Controller]:
     running = Controller(slot, tmp_path_factory.mktemp("controller") / "controller.log")
     yield running
     running.stop()
 
 
 def test_controller_adopts_the_running_container(
-    slot: TestSlot, fd: Frontdoor, ctl: Controller
+    slot: SlotUnderTest, fd: Frontdoor, ctl: Controller
 ) -> None:
     before = the_one_container(slot).id
     ctl.start()
@@ -231,7 +231,7 @@ def test_controller_adopts_the_running_container(
 
 
 def test_killed_container_route_goes_down_and_the_controller_recovers(
-    slot: TestSlot, fd: Frontdoor, ctl: Controller
+    slot: SlotUnderTest, fd: Frontdoor, ctl: Controller
 ) -> None:
     victim = the_one_container(slot)
     served = json.loads(slot.cli("status", "--json").stdout)["profile"]["name"]
@@ -249,7 +249,9 @@ def test_killed_container_route_goes_down_and_the_controller_recovers(
     assert served_via_frontdoor(fd) == [B_SERVED if served == B else A_SERVED]
 
 
-def test_controller_restart_adopts_instead_of_recreating(slot: TestSlot, ctl: Controller) -> None:
+def test_controller_restart_adopts_instead_of_recreating(
+    slot: SlotUnderTest, ctl: Controller
+) -> None:
     before = the_one_container(slot).id
     ctl.stop()
     assert the_one_container(slot).id == before  # the model outlives its controller
@@ -259,7 +261,7 @@ def test_controller_restart_adopts_instead_of_recreating(slot: TestSlot, ctl: Co
 
 
 def test_device_fault_is_faulted_and_not_restarted(
-    slot: TestSlot, fd: Frontdoor, ctl: Controller, fault_image: str
+    slot: SlotUnderTest, fd: Frontdoor, ctl: Controller, fault_image: str
 ) -> None:
     # Through the running controller: the CLI asks it and streams its progress.
     done = slot.cli("switch", "test-fault")
