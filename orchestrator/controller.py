@@ -51,6 +51,8 @@ log = logging.getLogger("orchestrator.controller")
 
 SOCKET_NAME = "control.sock"
 DEFAULT_PROFILE = "cpu-smollm2-135m"
+#: How often a route the frontdoor missed is re-sent.
+ROUTE_RETRY_S = 2.0
 
 
 @dataclass
@@ -164,11 +166,17 @@ class Controller:
             timeout = None
             if self._restart_at is not None:
                 timeout = max(0.0, self._restart_at - time.monotonic())
+            if self.switcher.route_pending:
+                # The frontdoor missed a route (down or still starting): re-send it soon.
+                timeout = min(timeout if timeout is not None else ROUTE_RETRY_S, ROUTE_RETRY_S)
             try:
                 command = self.commands.get(timeout=timeout)
             except queue.Empty:
-                self._restart_at = None
-                self._restart()
+                if self._restart_at is not None and time.monotonic() >= self._restart_at:
+                    self._restart_at = None
+                    self._restart()
+                elif self.switcher.route_pending and self.switcher.resend_route():
+                    log.info("route re-sent to the frontdoor")
                 continue
             if command.op == "shutdown":
                 return

@@ -361,6 +361,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per readiness probe is noise
     ctl = controller.Controller(
         _switcher(), default_profile=controller.Controller.default_profile_from_env()
     )

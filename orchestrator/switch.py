@@ -118,6 +118,8 @@ class Switcher:
         self.frontdoor = frontdoor
         self.paths = paths
         self.drain_timeout_s = drain_timeout_s
+        #: True when the last route could not be sent; ``resend_route`` retries it.
+        self.route_pending = False
 
     # ---- phases ---------------------------------------------------------------------------
     @contextmanager
@@ -271,16 +273,23 @@ class Switcher:
         progress: Progress,
     ) -> None:
         with self._phase(report, "flip", progress) as phase:
-            self._put_route(
-                report,
-                build_route(
-                    "serving",
-                    upstream=self.slot.upstream_url(profile, info),
-                    profile=profile,
-                    facts=found,
-                ),
-                progress,
-            )
+            try:
+                self._put_route(
+                    report,
+                    build_route(
+                        "serving",
+                        upstream=self.slot.upstream_url(profile, info),
+                        profile=profile,
+                        facts=found,
+                    ),
+                    progress,
+                )
+                self.route_pending = False
+            except FrontdoorError as exc:
+                # The model is ready; a frontdoor that is down (e.g. still starting at boot)
+                # must not undo that. The controller re-sends the route until it lands.
+                report.frontdoor = f"flip failed (will be re-sent): {exc}"
+                self.route_pending = True
             phase["detail"] = report.frontdoor
 
     # ---- switch ---------------------------------------------------------------------------
@@ -575,10 +584,43 @@ class Switcher:
             )
         )
 
+    def resend_route(self) -> bool:
+        """Send the route that the persisted state and the container imply. True if it landed
+        (or there is no frontdoor)."""
+        if self.frontdoor is None:
+            self.route_pending = False
+            return True
+        state = self.state.load()
+        profile = self._load_quiet(state.current)
+        info = self.slot.current()
+        if state.fault:
+            route = build_route("faulted", upstream=None, profile=profile, reason=state.fault)
+        elif state.stopped or profile is None:
+            route = build_route("down", upstream=None, profile=None, reason="no model")
+        elif info is not None and info.status == "running" and info.profile_hash == profile.hash:
+            route = build_route(
+                "serving",
+                upstream=self.slot.upstream_url(profile, info),
+                profile=profile,
+                facts=state.facts,
+            )
+        else:
+            route = build_route(
+                "down", upstream=None, profile=profile, reason="the model container is not running"
+            )
+        try:
+            self.frontdoor.put_route(route)
+        except FrontdoorError:
+            self.route_pending = True
+            return False
+        self.route_pending = False
+        return True
+
     def mark(self, state: str, reason: str, profile: Profile | None) -> str:
         """Put the route in ``down``/``faulted`` with a reason; returns what happened."""
         report = Report("mark", profile.name if profile else None, None)
         self._route_quiet(report, state, profile, reason, _quiet)
+        self.route_pending = "not sent" in report.frontdoor
         return report.frontdoor
 
 
