@@ -17,12 +17,11 @@ import json
 import os
 import shutil
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import uvloop
@@ -47,7 +46,9 @@ class Result:
             "target": self.target,
             "c1_p50_ms": _pct(lat, 50),
             "c1_p90_ms": _pct(lat, 90),
-            "c16_events_per_s": round(self.c16_events / self.c16_seconds) if self.c16_seconds else 0,
+            "c16_events_per_s": round(self.c16_events / self.c16_seconds)
+            if self.c16_seconds
+            else 0,
             "relay_cpu_ms_per_1k_events": (
                 round(self.relay_cpu_s * 1e6 / self.c16_events, 2)
                 if self.relay_cpu_s is not None and self.c16_events
@@ -66,7 +67,7 @@ def _pct(values: list[float], p: int) -> float:
 
 
 class Conn(asyncio.Protocol):
-    """A lean keep-alive HTTP/1.1 client connection that reads one chunked SSE response at a time."""
+    """A lean keep-alive HTTP/1.1 client connection: one chunked SSE response at a time."""
 
     def __init__(self) -> None:
         self.done: asyncio.Future[int] | None = None
@@ -95,8 +96,9 @@ class Conn(asyncio.Protocol):
         body = b'{"model":"bench","stream":true,"messages":[{"role":"user","content":"hi"}]}'
         start = time.perf_counter()
         self.transport.write(
-            b"POST /v1/chat/completions?n=%d HTTP/1.1\r\nhost: %s\r\ncontent-type: application/json\r\n"
-            b"content-length: %d\r\n\r\n%s" % (n, host.encode(), len(body), body)
+            b"POST /v1/chat/completions?n=%d HTTP/1.1\r\nhost: %s\r\n"
+            b"content-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
+            % (n, host.encode(), len(body), body)
         )
         first = await self.first
         events = await self.done
@@ -199,19 +201,25 @@ http {{
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--c1-requests", type=int, default=40)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--events", type=int, default=500, help="events per c16 stream")
     parser.add_argument("--seconds", type=float, default=5.0, help="duration of each c16 phase")
-    parser.add_argument("--rounds", type=int, default=1, help="repeat the three targets, interleaved")
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="repeat the three targets, interleaved"
+    )
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
     args = parser.parse_args()
 
     procs: list[subprocess.Popen[bytes]] = []
     tmp = Path(tempfile.mkdtemp(prefix="frontdoor-bench-"))
     try:
-        up = subprocess.Popen([sys.executable, str(HERE / "sse_upstream.py")], stdout=subprocess.PIPE)
+        up = subprocess.Popen(
+            [sys.executable, str(HERE / "sse_upstream.py")], stdout=subprocess.PIPE
+        )
         procs.append(up)
         assert up.stdout is not None
         up_port = int(up.stdout.readline())
@@ -219,22 +227,45 @@ def main() -> None:
         fd_port, fd_admin = _free_port(), _free_port()
         env = {
             **os.environ,
-            "FRONTDOOR_HOST": "127.0.0.1", "FRONTDOOR_PORT": str(fd_port),
-            "FRONTDOOR_ADMIN_PORT": str(fd_admin), "FRONTDOOR_BACKEND_URL": f"http://127.0.0.1:{up_port}",
-            "FRONTDOOR_MAX_ACTIVE_GENERATIONS": "64", "FRONTDOOR_QUEUE_TIMEOUT_S": "30",
+            "FRONTDOOR_HOST": "127.0.0.1",
+            "FRONTDOOR_PORT": str(fd_port),
+            "FRONTDOOR_ADMIN_PORT": str(fd_admin),
+            "FRONTDOOR_BACKEND_URL": f"http://127.0.0.1:{up_port}",
+            "FRONTDOOR_MAX_ACTIVE_GENERATIONS": "64",
+            "FRONTDOOR_QUEUE_TIMEOUT_S": "30",
         }
         env.pop("FRONTDOOR_STATE_DIR", None)
-        frontdoor = subprocess.Popen([sys.executable, "-m", "frontdoor"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        frontdoor = subprocess.Popen(
+            [sys.executable, "-m", "frontdoor"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         procs.append(frontdoor)
         _wait_port(fd_port, frontdoor)
 
         ng_port = _free_port()
-        nginx = subprocess.Popen([NGINX, "-p", str(tmp), "-c", str(_nginx_conf(tmp, ng_port, up_port)), "-e", str(tmp / "error.log")], stderr=subprocess.DEVNULL)
+        nginx = subprocess.Popen(
+            [
+                NGINX,
+                "-p",
+                str(tmp),
+                "-c",
+                str(_nginx_conf(tmp, ng_port, up_port)),
+                "-e",
+                str(tmp / "error.log"),
+            ],
+            stderr=subprocess.DEVNULL,
+        )
         procs.append(nginx)
         _wait_port(ng_port, nginx)
         nginx_worker = _nginx_worker(nginx.pid)
 
-        targets = [("direct", up_port, None), ("frontdoor", fd_port, frontdoor.pid), ("nginx", ng_port, nginx_worker)]
+        targets = [
+            ("direct", up_port, None),
+            ("frontdoor", fd_port, frontdoor.pid),
+            ("nginx", ng_port, nginx_worker),
+        ]
         results: dict[str, Result] = {name: Result(name) for name, _, _ in targets}
         for _ in range(args.rounds):
             for name, port, pid in targets:
@@ -250,7 +281,9 @@ def main() -> None:
         print(report["table"])
         if args.json:
             args.json.parent.mkdir(parents=True, exist_ok=True)
-            args.json.write_text(json.dumps({k: v for k, v in report.items() if k != "table"}, indent=2))
+            args.json.write_text(
+                json.dumps({k: v for k, v in report.items() if k != "table"}, indent=2)
+            )
             print(f"wrote {args.json}")
     finally:
         for p in reversed(procs):
@@ -294,10 +327,14 @@ def _report(results: dict[str, Result], args: argparse.Namespace) -> dict[str, o
         cpu = row["relay_cpu_ms_per_1k_events"]
         lines.append(
             f"{name:<10} {row['c1_p50_ms']:>10} {row['c1_p90_ms']:>10} {add50:>10} {add90:>10} "
-            f"{row['c16_events_per_s']:>10} {row['rate_vs_nginx']:>8} {cpu if cpu is not None else '-':>13} {row['errors']:>7}"
+            f"{row['c16_events_per_s']:>10} {row['rate_vs_nginx']:>8} "
+            f"{cpu if cpu is not None else '-':>13} {row['errors']:>7}"
         )
     load = os.getloadavg()
-    lines.append(f"load average before/after: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; cores: {os.cpu_count()}")
+    lines.append(
+        f"load average (1/5/15 min) after the run: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; "
+        f"cores: {os.cpu_count()}"
+    )
     return {
         "table": "\n".join(lines),
         "rows": rows,

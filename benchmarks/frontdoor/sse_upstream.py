@@ -20,7 +20,10 @@ EVENT = (
 )
 CHUNK = b"%x\r\n%s\r\n" % (len(EVENT), EVENT)
 DONE = b"e\r\ndata: [DONE]\n\n\r\n0\r\n\r\n"
-HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\ntransfer-encoding: chunked\r\n\r\n"
+HEAD = (
+    b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\n"
+    b"transfer-encoding: chunked\r\n\r\n"
+)
 
 
 class Upstream(asyncio.Protocol):

@@ -18,16 +18,22 @@ log = logging.getLogger("frontdoor")
 
 
 async def _run(settings: Settings) -> None:
-    fd = Frontdoor(settings)
-    servers = Servers(
-        fd, bind(settings.host, settings.port), bind(settings.admin_host, settings.admin_port)
+    public, admin = (
+        bind(settings.host, settings.port),
+        bind(settings.admin_host, settings.admin_port),
     )
+    # With port 0 the kernel picks; report the real ports (tests and scripts read this line).
+    settings = settings.model_copy(
+        update={"port": public.getsockname()[1], "admin_port": admin.getsockname()[1]}
+    )
+    fd = Frontdoor(settings)
+    servers = Servers(fd, public, admin)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         # Stop accepting, let in-flight responses finish (bounded by uvicorn's graceful timeout).
         loop.add_signal_handler(sig, servers.stop)
     log.info(
-        "frontdoor on %s:%d (admin %s:%d), route %s via %s",
+        "frontdoor listening on %s:%d (admin %s:%d); route %s from %s",
         settings.host,
         settings.port,
         settings.admin_host,

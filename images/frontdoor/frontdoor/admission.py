@@ -38,6 +38,7 @@ class _Waiter:
     future: asyncio.Future[None]
     deadline: float
     enqueued: float = field(default_factory=time.monotonic)
+    timer: asyncio.TimerHandle | None = None
 
 
 class Admission:
@@ -115,37 +116,47 @@ class Admission:
         if self.open and self.queue_timeout_s <= 0:
             raise self._timeout_refusal()
         now = time.monotonic()
+        loop = asyncio.get_running_loop()
         waiter = _Waiter(
-            asyncio.get_running_loop().create_future(),
+            loop.create_future(),
             now + (self.queue_timeout_s if self.open else self.hold_s),
             now,
         )
+
+        def expire() -> None:
+            # The deadline may have moved (a switch began or ended) since this timer was armed.
+            if waiter.future.done():
+                return
+            remaining = waiter.deadline - time.monotonic()
+            if remaining > 0:
+                waiter.timer = loop.call_later(remaining, expire)
+                return
+            with contextlib.suppress(ValueError):
+                self._waiters.remove(waiter)
+            waiter.future.set_exception(self._timeout_refusal())
+            self._notify()
+
+        waiter.timer = loop.call_later(waiter.deadline - now, expire)
         self._waiters.append(waiter)
         self._notify()
         try:
-            while True:
-                remaining = waiter.deadline - time.monotonic()
-                if remaining <= 0:
-                    raise self._timeout_refusal()
-                try:
-                    await asyncio.wait_for(asyncio.shield(waiter.future), remaining)
-                except TimeoutError:
-                    continue  # the deadline may have been extended meanwhile; re-check it
-                return time.monotonic() - waiter.enqueued
+            # Await the bare future (no wait_for/shield): a cancellation then always reaches us,
+            # even when it races a grant, and the except below gives the place back.
+            await waiter.future
+            return time.monotonic() - waiter.enqueued
         except BaseException:
-            # Timed out, refused, or the client went away (cancelled) while queued.
-            if (
-                waiter.future.done()
-                and not waiter.future.cancelled()
-                and waiter.future.exception() is None
-            ):
+            future = waiter.future
+            if future.done() and not future.cancelled() and future.exception() is None:
                 self.release(0.0)  # granted in the same turn as we gave up: give it back
             else:
-                waiter.future.cancel()
+                future.cancel()
                 with contextlib.suppress(ValueError):  # already popped by a refusal
                     self._waiters.remove(waiter)
                 self._notify()
             raise
+        finally:
+            if waiter.timer is not None:
+                waiter.timer.cancel()
 
     def release(self, duration_s: float) -> None:
         self.active -= 1

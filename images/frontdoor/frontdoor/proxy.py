@@ -121,6 +121,8 @@ async def relay(fd: Frontdoor, scope: Scope, receive: Receive, send: Send) -> No
             watch()
             ex.queue_wait = await fd.admission.acquire()
             ex.admitted = True
+            if ex.client_gone:  # granted in the very turn the client left
+                raise ClientGone
             ex.queued = ex.queue_wait > 0
             route = fd.route  # the route that admitted us: serving, so it has an upstream
             if rewrite.needed(path, route.limits):

@@ -13,7 +13,6 @@ import httpx
 import pytest
 import uvloop
 from fd_fakes import FakeUpstream
-
 from frontdoor.core import Frontdoor
 from frontdoor.route import Route
 from frontdoor.server import Servers, bind
@@ -47,7 +46,9 @@ class RunningFrontdoor:
         """Wait, on the frontdoor's loop and without polling, for an admission condition."""
         return bool(self.call(self.fd.admission.wait_until(predicate, timeout), timeout + 5))
 
-    def admin(self, method: str, path: str, json: Any = None, token: str | None = ADMIN_TOKEN) -> httpx.Response:
+    def admin(
+        self, method: str, path: str, json: Any = None, token: str | None = ADMIN_TOKEN
+    ) -> httpx.Response:
         headers = {"authorization": f"Bearer {token}"} if token else {}
         return httpx.request(method, self.admin_url + path, json=json, headers=headers, timeout=30)
 
@@ -86,12 +87,18 @@ def start_frontdoor() -> Iterator[Callable[..., RunningFrontdoor]]:
         running.stop()
 
 
-def raw_request(url: str, path: str, body: bytes, headers: dict[str, str] | None = None) -> socket.socket:
+def raw_request(
+    url: str, path: str, body: bytes, headers: dict[str, str] | None = None
+) -> socket.socket:
     """Send a POST on a plain socket and return it unread, so a test can hang up at will."""
     host, port = url.removeprefix("http://").split(":")
     sock = socket.create_connection((host, int(port)))
-    lines = [f"POST {path} HTTP/1.1", f"host: {host}", f"content-length: {len(body)}",
-             "content-type: application/json"]
+    lines = [
+        f"POST {path} HTTP/1.1",
+        f"host: {host}",
+        f"content-length: {len(body)}",
+        "content-type: application/json",
+    ]
     lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
     sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
     return sock

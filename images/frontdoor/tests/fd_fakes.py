@@ -162,26 +162,56 @@ class FakeUpstream:
                     self._record(close=True)
                     return False
             if "x-fake-status" in h:
-                error = {"error": {"message": "fake failure", "type": "BadRequestError",
-                                   "param": None, "code": int(h["x-fake-status"])}}
+                error = {
+                    "error": {
+                        "message": "fake failure",
+                        "type": "BadRequestError",
+                        "param": None,
+                        "code": int(h["x-fake-status"]),
+                    }
+                }
                 self._send_json(writer, int(h["x-fake-status"]), error)
             elif "x-fake-echo" in h:
-                self._send_json(writer, 200, {
-                    "method": seen.method, "path": seen.path, "query": seen.query,
-                    "headers": seen.headers, "body": seen.body.decode("utf-8", "replace"),
-                })
+                self._send_json(
+                    writer,
+                    200,
+                    {
+                        "method": seen.method,
+                        "path": seen.path,
+                        "query": seen.query,
+                        "headers": seen.headers,
+                        "body": seen.body.decode("utf-8", "replace"),
+                    },
+                )
             elif seen.path == "/v1/models":
-                self._send_json(writer, 200, {"object": "list", "data": [
-                    {"id": "fake-model", "object": "model", "max_model_len": 2048}]})
+                self._send_json(
+                    writer,
+                    200,
+                    {
+                        "object": "list",
+                        "data": [{"id": "fake-model", "object": "model", "max_model_len": 2048}],
+                    },
+                )
             elif "x-fake-sse" in h:
                 return await self._stream(seen, writer, eof)
             else:
-                self._send_json(writer, 200, {
-                    "id": "cmpl-fake", "object": "chat.completion", "model": "fake-model",
-                    "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"},
-                                 "finish_reason": "stop"}],
-                    "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
-                })
+                self._send_json(
+                    writer,
+                    200,
+                    {
+                        "id": "cmpl-fake",
+                        "object": "chat.completion",
+                        "model": "fake-model",
+                        "choices": [
+                            {
+                                "index": 0,
+                                "message": {"role": "assistant", "content": "hi"},
+                                "finish_reason": "stop",
+                            }
+                        ],
+                        "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
+                    },
+                )
             eof.cancel()  # before yielding: the next request's bytes must stay in the reader
             await writer.drain()
             return True
@@ -194,8 +224,10 @@ class FakeUpstream:
         h = seen.headers
         count, interval = int(h["x-fake-sse"]), float(h.get("x-fake-interval", "0"))
         break_after = int(h.get("x-fake-break", "-1"))
-        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
-                     b"cache-control: no-cache\r\ntransfer-encoding: chunked\r\n\r\n")
+        writer.write(
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+            b"cache-control: no-cache\r\ntransfer-encoding: chunked\r\n\r\n"
+        )
         for i in range(count):
             if i == break_after:
                 writer.transport.abort()
@@ -207,11 +239,18 @@ class FakeUpstream:
                 seen.closed_early = True
                 self._record(close=True)
                 return False
-            event = b"data: " + json.dumps({"i": i, "choices": [{"delta": {"content": "x"}}]}).encode() + b"\n\n"
+            event = (
+                b"data: "
+                + json.dumps({"i": i, "choices": [{"delta": {"content": "x"}}]}).encode()
+                + b"\n\n"
+            )
             seen.sent_at.append(time.monotonic())
             writer.write(b"%x\r\n%s\r\n" % (len(event), event))
             await writer.drain()
-        tail = b'data: {"usage": {"prompt_tokens": 3, "completion_tokens": %d}}\n\ndata: [DONE]\n\n' % count
+        tail = (
+            b'data: {"usage": {"prompt_tokens": 3, "completion_tokens": %d}}\n\ndata: [DONE]\n\n'
+            % count
+        )
         writer.write(b"%x\r\n%s\r\n0\r\n\r\n" % (len(tail), tail))
         eof.cancel()
         await writer.drain()
@@ -220,5 +259,7 @@ class FakeUpstream:
     @staticmethod
     def _send_json(writer: asyncio.StreamWriter, status: int, payload: dict[str, Any]) -> None:
         body = json.dumps(payload).encode()
-        writer.write(b"HTTP/1.1 %d X\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
-                     % (status, len(body), body))
+        writer.write(
+            b"HTTP/1.1 %d X\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
+            % (status, len(body), body)
+        )

@@ -8,7 +8,6 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 from conftest import raw_request
 from fd_fakes import FakeUpstream
-
 from frontdoor.route import Limits, Route
 
 CHAT = "/v1/chat/completions"
@@ -89,7 +88,9 @@ def test_disconnect_while_active_closes_upstream_and_frees_the_slot(
     assert _post(front.url).status_code == 200
 
 
-def test_disconnect_while_streaming_closes_upstream(upstream: FakeUpstream, start_frontdoor) -> None:
+def test_disconnect_while_streaming_closes_upstream(
+    upstream: FakeUpstream, start_frontdoor
+) -> None:
     front = start_frontdoor(_route(upstream.url, cap=1, queue_timeout_s=0))
     headers = {"x-fake-sse": "1000", "x-fake-interval": "0.02"}
     sock = raw_request(front.url, CHAT, json.dumps({**BODY, "stream": True}).encode(), headers)

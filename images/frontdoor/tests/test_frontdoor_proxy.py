@@ -9,7 +9,6 @@ import socket
 import httpx
 import pytest
 from fd_fakes import FakeUpstream
-
 from frontdoor.route import Limits, Route
 
 CHAT = "/v1/chat/completions"
@@ -38,10 +37,16 @@ def test_oversized_body_gets_413(upstream: FakeUpstream, start_frontdoor) -> Non
     assert front.fd.admission.active == 0
 
 
-def test_garbage_json_with_rewrites_on_gets_400_not_500(upstream: FakeUpstream, start_frontdoor) -> None:
-    front = start_frontdoor(_rewriting(upstream.url, rewrite_request_model=True, served_model_name="served"))
+def test_garbage_json_with_rewrites_on_gets_400_not_500(
+    upstream: FakeUpstream, start_frontdoor
+) -> None:
+    front = start_frontdoor(
+        _rewriting(upstream.url, rewrite_request_model=True, served_model_name="served")
+    )
     for garbage in [b"{not json", b"[1, 2]", b"\xff\xfe"]:
-        r = httpx.post(front.url + CHAT, content=garbage, headers={"content-type": "application/json"})
+        r = httpx.post(
+            front.url + CHAT, content=garbage, headers={"content-type": "application/json"}
+        )
         assert r.status_code == 400, garbage
         assert r.json()["error"]["type"] == "invalid_request_error"
     assert upstream.seen == []
@@ -57,18 +62,27 @@ def test_garbage_json_without_rewrites_is_relayed_for_the_model_server_to_judge(
     assert r.json()["body"] == "{not json"
 
 
-def test_model_rewrite_and_token_budget_per_endpoint(upstream: FakeUpstream, start_frontdoor) -> None:
-    front = start_frontdoor(_rewriting(
-        upstream.url, rewrite_request_model=True, served_model_name="served",
-        default_max_output_tokens=256, max_output_tokens=1024,
-    ))
+def test_model_rewrite_and_token_budget_per_endpoint(
+    upstream: FakeUpstream, start_frontdoor
+) -> None:
+    front = start_frontdoor(
+        _rewriting(
+            upstream.url,
+            rewrite_request_model=True,
+            served_model_name="served",
+            default_max_output_tokens=256,
+            max_output_tokens=1024,
+        )
+    )
 
     def sent(path: str, body: dict[str, object]) -> dict[str, object]:
         return json.loads(str(_echo(front.url, path, body)["body"]))
 
     chat = sent(CHAT, {"model": "gpt-4o", "messages": []})
     assert chat["model"] == "served" and chat["max_tokens"] == 256  # missing -> default
-    chat = sent(CHAT, {"model": "x", "messages": [], "max_completion_tokens": 99999, "max_tokens": 10})
+    chat = sent(
+        CHAT, {"model": "x", "messages": [], "max_completion_tokens": 99999, "max_tokens": 10}
+    )
     assert chat["max_completion_tokens"] == 1024 and chat["max_tokens"] == 10  # larger -> capped
     chat = sent(CHAT, {"messages": [], "max_tokens": "lots"})
     assert chat["max_tokens"] == 256  # invalid -> default
@@ -80,37 +94,71 @@ def test_model_rewrite_and_token_budget_per_endpoint(upstream: FakeUpstream, sta
     assert scoring == {"model": "served"}  # no token field there
 
 
-def test_chat_template_kwargs_merge_where_the_client_wins(upstream: FakeUpstream, start_frontdoor) -> None:
-    front = start_frontdoor(_rewriting(
-        upstream.url, chat_template_kwargs={"enable_thinking": False, "reasoning": "low"}
-    ))
+def test_chat_template_kwargs_merge_where_the_client_wins(
+    upstream: FakeUpstream, start_frontdoor
+) -> None:
+    front = start_frontdoor(
+        _rewriting(
+            upstream.url, chat_template_kwargs={"enable_thinking": False, "reasoning": "low"}
+        )
+    )
     body = {"messages": [], "chat_template_kwargs": {"enable_thinking": True}}
     sent = json.loads(str(_echo(front.url, CHAT, body)["body"]))
     assert sent["chat_template_kwargs"] == {"enable_thinking": True, "reasoning": "low"}
     sent = json.loads(str(_echo(front.url, CHAT, {"messages": []})["body"]))
     assert sent["chat_template_kwargs"] == {"enable_thinking": False, "reasoning": "low"}
     # Not a chat path: untouched.
-    assert json.loads(str(_echo(front.url, "/v1/completions", {"prompt": "a"})["body"])) == {"prompt": "a"}
+    assert json.loads(str(_echo(front.url, "/v1/completions", {"prompt": "a"})["body"])) == {
+        "prompt": "a"
+    }
 
 
-def test_image_chat_request_passes_through_byte_for_byte(upstream: FakeUpstream, start_frontdoor) -> None:
+def test_image_chat_request_passes_through_byte_for_byte(
+    upstream: FakeUpstream, start_frontdoor
+) -> None:
     front = start_frontdoor(backend_url=upstream.url)
     pixel = base64.b64encode(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 64).decode()
-    body = json.dumps({"model": "m", "messages": [{"role": "user", "content": [
-        {"type": "text", "text": "what is this?"},
-        {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{pixel}"}},
-    ]}]}, indent=1).encode()
-    r = httpx.post(front.url + CHAT, content=body, headers={"x-fake-echo": "1", "content-type": "application/json"})
+    body = json.dumps(
+        {
+            "model": "m",
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "text", "text": "what is this?"},
+                        {
+                            "type": "image_url",
+                            "image_url": {"url": f"data:image/png;base64,{pixel}"},
+                        },
+                    ],
+                }
+            ],
+        },
+        indent=1,
+    ).encode()
+    r = httpx.post(
+        front.url + CHAT,
+        content=body,
+        headers={"x-fake-echo": "1", "content-type": "application/json"},
+    )
     assert r.json()["body"].encode() == body
 
 
-def test_headers_hop_by_hop_stripped_and_forwarded_headers_set(upstream: FakeUpstream, start_frontdoor) -> None:
+def test_headers_hop_by_hop_stripped_and_forwarded_headers_set(
+    upstream: FakeUpstream, start_frontdoor
+) -> None:
     front = start_frontdoor(backend_url=upstream.url)
     r = httpx.get(
         front.url + "/v1/models?x=1&y=%20",
-        headers={"x-fake-echo": "1", "connection": "keep-alive, x-private", "x-private": "secret",
-                 "keep-alive": "timeout=5", "te": "trailers", "x-forwarded-for": "10.0.0.9",
-                 "authorization": "Bearer client-key"},
+        headers={
+            "x-fake-echo": "1",
+            "connection": "keep-alive, x-private",
+            "x-private": "secret",
+            "keep-alive": "timeout=5",
+            "te": "trailers",
+            "x-forwarded-for": "10.0.0.9",
+            "authorization": "Bearer client-key",
+        },
     )
     seen = r.json()
     headers = seen["headers"]
@@ -139,7 +187,9 @@ def test_upstream_connect_failure_gives_502_backend_error(start_frontdoor) -> No
 
 def test_upstream_timeout_gives_504(upstream: FakeUpstream, start_frontdoor) -> None:
     front = start_frontdoor(backend_url=upstream.url, backend_timeout_s=0.2)
-    r = httpx.post(front.url + CHAT, json={"messages": []}, headers={"x-fake-hold": "never"}, timeout=10)
+    r = httpx.post(
+        front.url + CHAT, json={"messages": []}, headers={"x-fake-hold": "never"}, timeout=10
+    )
     assert r.status_code == 504
     assert r.json()["error"]["type"] == "backend_timeout"
     assert upstream.wait_closes(1)  # and the upstream request was abandoned, not left running
@@ -149,15 +199,22 @@ def test_upstream_breaking_mid_stream_ends_the_stream_with_an_error_event(
     upstream: FakeUpstream, start_frontdoor
 ) -> None:
     front = start_frontdoor(backend_url=upstream.url)
-    with httpx.stream("POST", front.url + CHAT, json={"stream": True},
-                      headers={"x-fake-sse": "10", "x-fake-break": "3"}, timeout=10) as r:
+    with httpx.stream(
+        "POST",
+        front.url + CHAT,
+        json={"stream": True},
+        headers={"x-fake-sse": "10", "x-fake-break": "3"},
+        timeout=10,
+    ) as r:
         body = r.read()
     assert body.count(b'"i"') == 3
     assert b"backend_error" in body.splitlines()[-2]
     assert front.fd.metrics.upstream_errors["broken"] == 1
 
 
-def test_upstream_errors_are_relayed_with_their_status_and_body(upstream: FakeUpstream, start_frontdoor) -> None:
+def test_upstream_errors_are_relayed_with_their_status_and_body(
+    upstream: FakeUpstream, start_frontdoor
+) -> None:
     front = start_frontdoor(backend_url=upstream.url)
     r = httpx.post(front.url + CHAT, json={}, headers={"x-fake-status": "400"})
     assert r.status_code == 400
@@ -169,9 +226,18 @@ def test_api_keys_when_on(upstream: FakeUpstream, start_frontdoor) -> None:
     assert httpx.post(front.url + CHAT, json={}).status_code == 401
     bad = httpx.post(front.url + CHAT, json={}, headers={"authorization": "Bearer nope"})
     assert bad.status_code == 401 and bad.json()["error"]["type"] == "authentication_error"
-    assert httpx.get(front.url + "/v1/models", headers={"authorization": "Bearer nope"}).status_code == 401
-    assert httpx.post(front.url + CHAT, json={}, headers={"authorization": "Bearer k2"}).status_code == 200
-    assert httpx.post(front.url + "/v1/messages", json={}, headers={"x-api-key": "k1"}).status_code == 200
+    assert (
+        httpx.get(front.url + "/v1/models", headers={"authorization": "Bearer nope"}).status_code
+        == 401
+    )
+    assert (
+        httpx.post(front.url + CHAT, json={}, headers={"authorization": "Bearer k2"}).status_code
+        == 200
+    )
+    assert (
+        httpx.post(front.url + "/v1/messages", json={}, headers={"x-api-key": "k1"}).status_code
+        == 200
+    )
     assert httpx.get(front.url + "/status").json()["frontdoor"]["auth"] == "api_keys"
     assert len(upstream.seen) == 2
 
@@ -179,18 +245,36 @@ def test_api_keys_when_on(upstream: FakeUpstream, start_frontdoor) -> None:
 def test_status_has_the_lab_keys(upstream: FakeUpstream, start_frontdoor) -> None:
     from frontdoor.settings import ModelSlotMeta
 
-    meta = ModelSlotMeta(name="smollm2", title="SmolLM2", hf_id="HuggingFaceTB/SmolLM2-135M-Instruct",
-                         modalities="text", status="baseline")
+    meta = ModelSlotMeta(
+        name="smollm2",
+        title="SmolLM2",
+        hf_id="HuggingFaceTB/SmolLM2-135M-Instruct",
+        modalities="text",
+        status="baseline",
+    )
     front = start_frontdoor(backend_url=upstream.url, model_slot=meta, max_active_generations=3)
     for path in ["/status", "/frontdoor/status"]:
         status = httpx.get(front.url + path).json()
         assert status["ok"] is True
-        assert status["model_slot"] == {"name": "smollm2", "title": "SmolLM2",
-                                         "hf_id": "HuggingFaceTB/SmolLM2-135M-Instruct",
-                                         "modalities": "text", "status": "baseline"}
-        keys = {"host", "port", "backend", "max_active_generations", "queue_timeout_s",
-                "active_generations", "queued_generations", "total_generation_requests",
-                "event_logging", "auth"}
+        assert status["model_slot"] == {
+            "name": "smollm2",
+            "title": "SmolLM2",
+            "hf_id": "HuggingFaceTB/SmolLM2-135M-Instruct",
+            "modalities": "text",
+            "status": "baseline",
+        }
+        keys = {
+            "host",
+            "port",
+            "backend",
+            "max_active_generations",
+            "queue_timeout_s",
+            "active_generations",
+            "queued_generations",
+            "total_generation_requests",
+            "event_logging",
+            "auth",
+        }
         assert keys <= set(status["frontdoor"])
         assert status["frontdoor"]["backend"] == upstream.url
         assert status["frontdoor"]["max_active_generations"] == 3
@@ -199,8 +283,12 @@ def test_status_has_the_lab_keys(upstream: FakeUpstream, start_frontdoor) -> Non
         assert "startup_facts" in status
 
 
-def test_metrics_count_requests_refusals_and_latency(upstream: FakeUpstream, start_frontdoor) -> None:
-    front = start_frontdoor(_rewriting(upstream.url, rewrite_request_model=True, served_model_name="s"))
+def test_metrics_count_requests_refusals_and_latency(
+    upstream: FakeUpstream, start_frontdoor
+) -> None:
+    front = start_frontdoor(
+        _rewriting(upstream.url, rewrite_request_model=True, served_model_name="s")
+    )
     httpx.post(front.url + CHAT, json={"messages": []})
     httpx.post(front.url + CHAT, content=b"nope")
     httpx.get(front.url + "/v1/models")
@@ -221,11 +309,15 @@ def test_event_log_writes_one_json_line_per_generation(
     upstream: FakeUpstream, start_frontdoor, capsys: pytest.CaptureFixture[str]
 ) -> None:
     front = start_frontdoor(backend_url=upstream.url, log_events=True)
-    with httpx.stream("POST", front.url + CHAT, json={"stream": True}, headers={"x-fake-sse": "4"}) as r:
+    with httpx.stream(
+        "POST", front.url + CHAT, json={"stream": True}, headers={"x-fake-sse": "4"}
+    ) as r:
         r.read()
     httpx.get(front.url + "/v1/models")  # not a generation: no event
     assert front.wait(lambda: front.fd.admission.active == 0)
-    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    lines = [
+        json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")
+    ]
     assert len(lines) == 1
     event = lines[0]
     assert event["path"] == CHAT and event["status"] == 200 and event["queued"] is False
@@ -237,7 +329,9 @@ def test_event_log_writes_one_json_line_per_generation(
 
 def test_cors_when_configured(upstream: FakeUpstream, start_frontdoor) -> None:
     front = start_frontdoor(backend_url=upstream.url, cors_allow_origin="*")
-    r = httpx.options(front.url + CHAT, headers={"origin": "http://ui", "access-control-request-method": "POST"})
+    r = httpx.options(
+        front.url + CHAT, headers={"origin": "http://ui", "access-control-request-method": "POST"}
+    )
     assert r.status_code == 204 and r.headers["access-control-allow-origin"] == "*"
     assert httpx.get(front.url + "/v1/models").headers["access-control-allow-origin"] == "*"
     assert upstream.seen[0].method == "GET"  # the preflight was answered here

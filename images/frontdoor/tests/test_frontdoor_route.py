@@ -9,7 +9,6 @@ from pathlib import Path
 import httpx
 import pytest
 from fd_fakes import FakeUpstream
-
 from frontdoor.route import Limits, Route
 
 CHAT = "/v1/chat/completions"
@@ -21,7 +20,9 @@ def _route(url: str | None, state: str = "serving", **kw: object) -> dict[str, o
     return Route(upstream=url, state=state, limits=limits, **kw).model_dump(mode="json")  # type: ignore[arg-type]
 
 
-def _stream(url: str, events: int = 10, interval: float = 0.01) -> tuple[int, dict[str, str], bytes]:
+def _stream(
+    url: str, events: int = 10, interval: float = 0.01
+) -> tuple[int, dict[str, str], bytes]:
     headers = {"x-fake-sse": str(events), "x-fake-interval": str(interval)}
     with httpx.stream("POST", url + CHAT, json=STREAM, headers=headers, timeout=30) as r:
         return r.status_code, dict(r.headers), r.read()
@@ -118,11 +119,15 @@ def test_paused_past_the_hold_gives_503_paused(upstream: FakeUpstream, start_fro
     assert "retry-after" in r.headers
 
 
-def test_drain_reports_not_drained_when_the_bound_passes(upstream: FakeUpstream, start_frontdoor) -> None:
+def test_drain_reports_not_drained_when_the_bound_passes(
+    upstream: FakeUpstream, start_frontdoor
+) -> None:
     front = start_frontdoor()
     front.put_route(**_route(upstream.url))
     with ThreadPoolExecutor(1) as pool:
-        busy = pool.submit(httpx.post, front.url + CHAT, json=STREAM, headers={"x-fake-hold": "h"}, timeout=30)
+        busy = pool.submit(
+            httpx.post, front.url + CHAT, json=STREAM, headers={"x-fake-hold": "h"}, timeout=30
+        )
         assert upstream.wait_requests(1)
         result = front.admin("POST", "/admin/drain", {"timeout_s": 0.1}).json()
         assert result["drained"] is False
@@ -142,8 +147,13 @@ def test_admin_without_a_token_configured_refuses_every_call_and_says_how(start_
 @pytest.mark.parametrize("token", [None, "wrong"])
 def test_admin_with_missing_or_wrong_token_gets_401(start_frontdoor, token: str | None) -> None:
     front = start_frontdoor(admin_token="right")
-    for method, path in [("GET", "/admin/route"), ("PUT", "/admin/route"), ("POST", "/admin/drain"),
-                         ("POST", "/admin/pause"), ("POST", "/admin/resume")]:
+    for method, path in [
+        ("GET", "/admin/route"),
+        ("PUT", "/admin/route"),
+        ("POST", "/admin/drain"),
+        ("POST", "/admin/pause"),
+        ("POST", "/admin/resume"),
+    ]:
         r = front.admin(method, path, json=_route(None, "down"), token=token)
         assert r.status_code == 401, (method, path)
         assert r.json()["error"]["type"] == "authentication_error"
@@ -164,12 +174,17 @@ def test_put_route_rejects_serving_without_upstream(start_frontdoor) -> None:
     assert r.status_code == 422
 
 
-def test_route_persists_across_a_restart(upstream: FakeUpstream, start_frontdoor, state_dir: Path) -> None:
+def test_route_persists_across_a_restart(
+    upstream: FakeUpstream, start_frontdoor, state_dir: Path
+) -> None:
     first = start_frontdoor(state_dir=state_dir)
     assert first.fd.route.state == "down"  # nothing configured yet, and it says how
     assert "FRONTDOOR_BACKEND_URL" in (first.fd.route.reason or "")
-    route = _route(upstream.url, profile={"name": "gemma-c8", "status": "production"},
-                   startup_facts={"kv_cache_tokens": 1004909})
+    route = _route(
+        upstream.url,
+        profile={"name": "gemma-c8", "status": "production"},
+        startup_facts={"kv_cache_tokens": 1004909},
+    )
     first.put_route(**route)
     saved = json.loads((state_dir / "route.json").read_text())
     assert saved["upstream"] == upstream.url

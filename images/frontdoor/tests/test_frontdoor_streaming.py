@@ -10,14 +10,20 @@ import httpx
 from fd_fakes import FakeUpstream
 
 
-def test_each_event_reaches_the_client_within_a_few_ms_of_being_sent(upstream: FakeUpstream, start_frontdoor) -> None:
+def test_each_event_reaches_the_client_within_a_few_ms_of_being_sent(
+    upstream: FakeUpstream, start_frontdoor
+) -> None:
     front = start_frontdoor(backend_url=upstream.url)
     arrivals: dict[int, float] = {}
-    with httpx.Client(timeout=10) as client, client.stream(
-        "POST", front.url + "/v1/chat/completions",
-        json={"model": "m", "stream": True, "messages": []},
-        headers={"x-fake-sse": "8", "x-fake-interval": "0.04"},
-    ) as response:
+    with (
+        httpx.Client(timeout=10) as client,
+        client.stream(
+            "POST",
+            front.url + "/v1/chat/completions",
+            json={"model": "m", "stream": True, "messages": []},
+            headers={"x-fake-sse": "8", "x-fake-interval": "0.04"},
+        ) as response,
+    ):
         assert response.status_code == 200
         assert response.headers["x-accel-buffering"] == "no"
         assert response.headers["content-type"].startswith("text/event-stream")
@@ -38,7 +44,9 @@ def test_each_event_reaches_the_client_within_a_few_ms_of_being_sent(upstream: F
     assert statistics.median(lags_ms) < 5, lags_ms
 
 
-def test_non_streaming_generation_and_models_pass_through(upstream: FakeUpstream, start_frontdoor) -> None:
+def test_non_streaming_generation_and_models_pass_through(
+    upstream: FakeUpstream, start_frontdoor
+) -> None:
     front = start_frontdoor(backend_url=upstream.url)
     with httpx.Client(base_url=front.url, timeout=10) as client:
         models = client.get("/v1/models")

@@ -1,0 +1,215 @@
+"""The frontdoor in front of a real vLLM CPU server, driven by the official ``openai`` client.
+
+A fake upstream checks the frontdoor's mechanics elsewhere; these tests are where its behaviour
+with vLLM itself is accepted: streaming and non-streaming chat, completions, an image request
+against a text-only model (a clear 4xx relayed in OpenAI shape, never a 500/502), the lab's
+rewrites, and a client hang-up that must make vLLM abort the generation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import socket
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import openai
+import pytest
+import uvloop
+from frontdoor.core import Frontdoor
+from frontdoor.route import Limits, Route
+from frontdoor.server import Servers, bind
+from frontdoor.settings import Settings
+
+from tests.support import wait_until
+
+pytestmark = [pytest.mark.docker, pytest.mark.vllm]
+
+# A 1x1 PNG.
+PNG = base64.b64encode(
+    bytes.fromhex(
+        "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+        "1f15c4890000000d49444154789c6360f8cfc0f01f0005000201a5f4d6b80000000049454e44ae426082"
+    )
+).decode()
+
+
+class InProcessFrontdoor:
+    def __init__(self, route: Route) -> None:
+        public, admin = bind("127.0.0.1", 0), bind("127.0.0.1", 0)
+        settings = Settings(port=public.getsockname()[1], admin_port=admin.getsockname()[1])
+        self.fd = Frontdoor(settings, route)
+        self.servers = Servers(self.fd, public, admin)
+        self.url = f"http://127.0.0.1:{settings.port}"
+        self.loop = uvloop.new_event_loop()
+        self.thread = threading.Thread(
+            target=self.loop.run_until_complete, args=(self.servers.serve(),), daemon=True
+        )
+        self.thread.start()
+
+    def set_route(self, route: Route) -> None:
+        async def apply() -> None:
+            self.fd.set_route(route)
+
+        asyncio.run_coroutine_threadsafe(apply(), self.loop).result(10)
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.servers.stop)
+        self.thread.join(20)
+        self.loop.close()
+
+
+def _route(server: Any, **limits: Any) -> Route:
+    return Route(
+        upstream=server.base_url,
+        state="serving",
+        profile={"name": "cpu-smollm2-135m", "modalities": "text"},  # type: ignore[arg-type]
+        limits=Limits(served_model_name=server.served_model_name, **limits),
+    )
+
+
+@pytest.fixture(scope="module")
+def front(vllm_cpu_server: Any) -> Iterator[InProcessFrontdoor]:
+    running = InProcessFrontdoor(_route(vllm_cpu_server, max_active_generations=4))
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def client(front: InProcessFrontdoor) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(base_url=front.url + "/v1", api_key="unused", max_retries=0) as c:
+        yield c
+
+
+def test_models_pass_through(client: openai.OpenAI, vllm_cpu_server: Any) -> None:
+    models = client.models.list()
+    assert [m.id for m in models.data] == [vllm_cpu_server.served_model_name]
+
+
+def test_chat_non_streamed(client: openai.OpenAI, vllm_cpu_server: Any) -> None:
+    reply = client.chat.completions.create(
+        model=vllm_cpu_server.served_model_name,
+        messages=[{"role": "user", "content": "Say hello."}],
+        max_tokens=8,
+        temperature=0,
+    )
+    assert reply.choices[0].message.content
+    assert reply.usage is not None and 0 < reply.usage.completion_tokens <= 8
+
+
+def test_chat_streamed_arrives_as_several_events(
+    client: openai.OpenAI, vllm_cpu_server: Any
+) -> None:
+    stream = client.chat.completions.create(
+        model=vllm_cpu_server.served_model_name,
+        messages=[{"role": "user", "content": "Count from one to ten."}],
+        max_tokens=16,
+        temperature=0,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    deltas = [
+        c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content
+    ]
+    assert len(deltas) >= 2  # token by token, not one buffered blob
+    usage = [c.usage for c in chunks if c.usage]
+    assert usage and usage[0].completion_tokens > 0
+
+
+def test_completions(client: openai.OpenAI, vllm_cpu_server: Any) -> None:
+    reply = client.completions.create(
+        model=vllm_cpu_server.served_model_name, prompt="The capital of France is", max_tokens=6
+    )
+    assert reply.choices[0].text
+    assert reply.usage is not None and reply.usage.completion_tokens > 0
+
+
+def test_image_chat_on_a_text_only_model_relays_a_clear_openai_error(
+    client: openai.OpenAI, vllm_cpu_server: Any
+) -> None:
+    try:
+        reply = client.chat.completions.create(
+            model=vllm_cpu_server.served_model_name,
+            messages=[
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "text", "text": "What is in this image?"},
+                        {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG}"}},
+                    ],
+                }
+            ],
+            max_tokens=8,
+        )
+    except openai.APIStatusError as exc:
+        error: openai.APIStatusError | None = exc
+    else:  # a multimodal model answers instead
+        assert reply.choices[0].message.content is not None
+        return
+    assert error is not None
+    assert 400 <= error.status_code < 500, error  # the model server's own verdict, not 500/502
+    body = error.response.json()
+    assert body.get("error", {}).get("message"), body  # OpenAI-shaped, with a reason
+
+
+def test_rewrites_against_real_vllm(front: InProcessFrontdoor, vllm_cpu_server: Any) -> None:
+    front.set_route(_route(vllm_cpu_server, rewrite_request_model=True, max_output_tokens=3))
+    try:
+        with openai.OpenAI(base_url=front.url + "/v1", api_key="unused", max_retries=0) as c:
+            reply = c.chat.completions.create(
+                model="whatever-the-client-thinks",
+                messages=[{"role": "user", "content": "Write a long story."}],
+                max_tokens=500,
+            )
+        assert reply.usage is not None and reply.usage.completion_tokens <= 3
+        assert reply.model == vllm_cpu_server.served_model_name
+    finally:
+        front.set_route(_route(vllm_cpu_server, max_active_generations=4))
+
+
+def _running_requests(base_url: str) -> float:
+    text = httpx.get(base_url + "/metrics", timeout=5).text
+    values = [
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("vllm:num_requests_running")
+    ]
+    return sum(values)
+
+
+def test_client_hang_up_makes_vllm_abort_the_generation(
+    front: InProcessFrontdoor, vllm_cpu_server: Any
+) -> None:
+    host, port = front.url.removeprefix("http://").split(":")
+    body = json.dumps(
+        {
+            "model": vllm_cpu_server.served_model_name,
+            "stream": True,
+            "max_tokens": 1500,
+            "ignore_eos": True,
+            "messages": [{"role": "user", "content": "Tell me everything."}],
+        }
+    ).encode()
+    sock = socket.create_connection((host, int(port)))
+    sock.sendall(
+        b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+        b"content-length: %d\r\n\r\n%s" % (len(body), body)
+    )
+    received = b""
+    while received.count(b"data: ") < 3:  # generation is under way
+        chunk = sock.recv(65536)
+        assert chunk, "stream ended early"
+        received += chunk
+    assert _running_requests(vllm_cpu_server.base_url) >= 1
+    sock.close()
+    wait_until(
+        lambda: _running_requests(vllm_cpu_server.base_url) == 0,
+        30,
+        "vLLM to abort the generation after the client hung up",
+    )
+    wait_until(lambda: front.fd.admission.active == 0, 10, "the frontdoor to free the slot")
