@@ -386,7 +386,7 @@ class Slot:
         NotReadyError("exited during startup") with its last log lines, at once."""
         timeout_s = profile.startup_timeout_s if timeout_s is None else timeout_s
         deadline = time.monotonic() + timeout_s
-        stage = "running"
+        stage = "health"
         last_problem = ""
         while True:
             container = self._get_or_fail(profile)
@@ -441,7 +441,7 @@ class Slot:
             health = httpx.get(f"{base}/health", timeout=5)
             if health.status_code != 200:
                 return "health", f"/health answered {health.status_code}"
-            if stage == "running":
+            if stage == "health":
                 advance("health 200")
                 stage = "models"
             models = httpx.get(f"{base}/v1/models", timeout=10)
