@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+import queue
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import docker.errors
 
@@ -29,10 +31,30 @@ class _Containers:
         return []
 
 
+class FakeEvents:
+    """A Docker event stream that a test feeds; ``close`` ends it like docker-py's."""
+
+    _END = object()
+
+    def __init__(self) -> None:
+        self.queue: queue.Queue[object] = queue.Queue()
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        while (item := self.queue.get()) is not self._END:
+            yield cast(dict[str, Any], item)
+
+    def close(self) -> None:
+        self.queue.put(self._END)
+
+
 class FakeClient:
     def __init__(self, images: set[str]) -> None:
         self.images = _Images(images)
         self.containers = _Containers()
+        self.event_stream = FakeEvents()
+
+    def events(self, **_: Any) -> FakeEvents:
+        return self.event_stream
 
 
 @dataclass
@@ -47,6 +69,17 @@ class FakeSlot:
 
     def __post_init__(self) -> None:
         self.client = FakeClient(self.images)
+
+    def labels_filter(self) -> list[str]:
+        return ["modelslot.role=model"]
+
+    def die(self) -> None:
+        """The container exits as if killed from outside; Docker reports ``die``."""
+        assert self.running is not None
+        self.running = ContainerInfo(**{**self.running.__dict__, "status": "exited"})
+        self.client.event_stream.queue.put(
+            {"id": self.running.id, "Actor": {"Attributes": {"exitCode": "137"}}}
+        )
 
     def current(self) -> ContainerInfo | None:
         return self.running
