@@ -48,8 +48,8 @@ def slot(module_slot: SlotUnderTest, fd: Frontdoor) -> SlotUnderTest:
 
 
 def served_via_frontdoor(fd: Frontdoor) -> list[str]:
-    client = openai.OpenAI(base_url=f"{fd.url}/v1", api_key="unused", max_retries=0)
-    return [model.id for model in client.models.list().data]
+    with openai.OpenAI(base_url=f"{fd.url}/v1", api_key="unused", max_retries=0) as client:
+        return [model.id for model in client.models.list().data]
 
 
 def the_one_container(slot: SlotUnderTest) -> Any:
@@ -156,7 +156,7 @@ def test_racing_switches_never_make_two_containers(slot: SlotUnderTest, fd: Fron
             stderr=subprocess.PIPE,
             text=True,
         )
-        for name in (B, B, A, B)
+        for name in (B, A, B, B)
     ]
     outcomes = []
     for racer in racers:
@@ -169,7 +169,7 @@ def test_racing_switches_never_make_two_containers(slot: SlotUnderTest, fd: Fron
     assert len(counts) > 50, "the sampler did not sample"
     for code, outcome in outcomes:  # every switch ends with a clear outcome
         assert (code, outcome) in ((0, "switched"), (0, "unchanged"), (1, "busy")), outcomes
-    assert sum(outcome == "switched" for _, outcome in outcomes) >= 1
+    assert any(code == 0 for code, _ in outcomes)
     winner = StateStore(slot.state_dir).load().current
     assert the_one_container(slot).labels["modelslot.profile"] == winner
     assert served_via_frontdoor(fd) == [B_SERVED if winner == B else A_SERVED]
