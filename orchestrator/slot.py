@@ -135,6 +135,30 @@ def _size_bytes(value: str) -> int:
     return int(value)
 
 
+def device_groups(group: str, devices: tuple[str, ...]) -> list[str]:
+    """What to pass as ``group_add``. A group *name* such as ``render`` is resolved by Docker
+    inside the image, which may not know it; the group that matters is the one owning the
+    device nodes on the host. So a name becomes the gids of the device nodes (``/dev/dri/*``),
+    read where this runs (the host, or the orchestrator container with ``/dev`` visible), and
+    stays a name only when no device node can be read."""
+    if not group:
+        return []
+    if group.isdigit():
+        return [group]
+    gids: set[int] = set()
+    for device in devices:
+        path = Path(device)
+        nodes = list(path.iterdir()) if path.is_dir() else [path]
+        for node in nodes:
+            try:
+                gid = node.stat().st_gid
+            except OSError:
+                continue
+            if gid != 0:
+                gids.add(gid)
+    return [str(gid) for gid in sorted(gids)] or [group]
+
+
 class Slot:
     """The one model container of one slot instance."""
 
@@ -231,9 +255,9 @@ class Slot:
         }
         if profile.devices:
             kwargs["devices"] = [f"{device}:{device}:rwm" for device in profile.devices]
-        group = profile.get("MODEL_SLOT_GROUP_ADD")
-        if group:
-            kwargs["group_add"] = [group]
+        groups = device_groups(profile.get("MODEL_SLOT_GROUP_ADD"), profile.devices)
+        if groups:
+            kwargs["group_add"] = groups
         memory = profile.get("MODEL_SLOT_MEMORY_LIMIT")
         if memory:
             # memswap_limit equal to mem_limit: no swap on top of the limit.
