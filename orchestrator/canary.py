@@ -208,11 +208,12 @@ class CanaryConfig:
     baseline: dict[str, Any] | None = None
     settings: dict[str, Any] = field(default_factory=default_settings)
     timeout_s: float = 300.0
+    saving_baseline: bool = False  # --expect baseline with no baseline yet: this run makes it
 
 
 async def run_canary(config: CanaryConfig, progress: Progress) -> dict[str, Any]:
     """Run the cases ``repeat`` times; the document says what passed and why not."""
-    if config.expect == "baseline" and config.baseline is None:
+    if config.expect == "baseline" and config.baseline is None and not config.saving_baseline:
         raise ModelSlotError(
             "--expect baseline needs --baseline FILE (save one with --save-baseline)"
         )
@@ -310,6 +311,7 @@ def cmd_canary(args: argparse.Namespace) -> int:
         repeat=args.repeat,
         expect=args.expect,
         baseline=load_baseline(Path(args.baseline)) if args.baseline else None,
+        saving_baseline=bool(args.save_baseline),
     )
     if args.repeat < 1:
         raise ModelSlotError("--repeat must be at least 1")

@@ -84,7 +84,9 @@ async def active_profile(base_url: str, profile: Profile) -> tuple[bool, str]:
     slot = status.get("model_slot") if isinstance(status, dict) else None
     if isinstance(slot, dict) and slot.get("name"):
         name = slot.get("name")
-        digest = slot.get("hash")
+        route = status.get("route") if isinstance(status, dict) else None
+        routed = route.get("profile") if isinstance(route, dict) else None
+        digest = slot.get("hash") or (routed.get("hash") if isinstance(routed, dict) else None)
         if name != profile.name:
             return False, f"/status says the active profile is {name!r}"
         if digest and digest != profile.hash:

@@ -2,13 +2,85 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import pytest
 
+from orchestrator.profiles import Profile, ProfileStore
+
 from .fake_server import FakeConfig, FakeServer, serve
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
 def fake() -> Iterator[FakeServer]:
     yield from serve(FakeConfig())
+
+
+@dataclass
+class Live:
+    """What the evidence tests need of a live vLLM server."""
+
+    base_url: str
+    served_model_name: str
+    max_model_len: int
+    profile: Profile
+    container: Any
+
+
+@pytest.fixture(scope="session")
+def live(request: pytest.FixtureRequest) -> Live:
+    """The shared real vLLM CPU server (``vllm_cpu_server`` from tests/conftest.py).
+
+    For development only, ``MODEL_SLOT_EVIDENCE_CONTAINER=<name>`` reuses a running container
+    started from the shipped ``cpu-smollm2-135m`` profile instead of starting one.
+    """
+    name = os.environ.get("MODEL_SLOT_EVIDENCE_CONTAINER")
+    if not name:
+        server = request.getfixturevalue("vllm_cpu_server")
+        return Live(
+            server.base_url,
+            server.served_model_name,
+            server.max_model_len,
+            server.profile,
+            server.container,
+        )
+    import docker
+
+    container = docker.from_env().containers.get(name)
+    port = container.attrs["NetworkSettings"]["Ports"]["8000/tcp"][0]["HostPort"]
+    profile = ProfileStore(REPO / "profiles").load("cpu-smollm2-135m")
+    return Live(
+        f"http://127.0.0.1:{port}",
+        profile.served_model_name,
+        profile.max_model_len,
+        profile,
+        container,
+    )
+
+
+@pytest.fixture(scope="session")
+def live_baseline(live: Live, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A canary baseline saved from the live server (hashes only: what a tiny model says)."""
+    path = tmp_path_factory.mktemp("canary") / "baseline.json"
+    from orchestrator.cli import main
+
+    code = main(
+        [
+            "canary",
+            "--base-url",
+            live.base_url,
+            "--expect",
+            "baseline",
+            "--save-baseline",
+            str(path),
+            "--quiet",
+        ]
+    )
+    assert code == 0, "saving the canary baseline failed"
+    return path

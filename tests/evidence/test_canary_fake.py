@@ -92,9 +92,12 @@ def test_wrong_answer_fails_in_answers_mode_only(fake: FakeServer, tmp_path: Pat
     fake.config.replies = {**GOOD, "cubes": "There are 8 cubes"}
     assert canary(fake) == 1
     base = tmp_path / "b.json"
-    assert canary(fake, "--expect", "baseline", "--save-baseline", str(base)) == 1  # no baseline
+    assert canary(fake, "--expect", "baseline") == 1  # nothing to compare with
     assert canary(fake, "--save-baseline", str(base)) == 1
     assert base.exists()  # requests worked, so the baseline was saved
+    assert canary(fake, "--expect", "baseline", "--baseline", str(base)) == 0
+    base.unlink()
+    assert canary(fake, "--expect", "baseline", "--save-baseline", str(base), "--repeat", "2") == 0
     assert canary(fake, "--expect", "baseline", "--baseline", str(base)) == 0
 
 

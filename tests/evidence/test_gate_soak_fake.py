@@ -118,3 +118,46 @@ def test_soak_cli_rows_and_summary(
     assert summary["elapsed_s"] >= 1.0
     rows = [json.loads(line) for line in (tmp_path / "soak.jsonl").read_text().splitlines()]
     assert [row["quality"] for row in rows] == ["pass", "pass"]
+
+
+def test_gate_refuses_a_served_profile_with_another_hash(
+    fake: FakeServer, profiles: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake.config.model = "tiny-llama"
+    fake.config.status = {
+        "ok": True,
+        "model_slot": {"name": "cpu-tiny", "modalities": "text"},
+        "route": {"state": "serving", "profile": {"name": "cpu-tiny", "hash": "0" * 64}},
+    }
+    assert gate(fake, profiles, tmp_path / "state") == 1
+    assert "resolves to" in capsys.readouterr().err
+
+
+def test_soak_flags_a_frontdoor_that_is_not_serving(
+    fake: FakeServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake.config.replies = dict(GOOD)
+    fake.config.status = {"ok": False, "route": {"state": "switching"}}
+    code = main(
+        [
+            "soak",
+            "--base-url",
+            fake.base_url,
+            "--duration-s",
+            "0.2",
+            "--interval-s",
+            "1",
+            "--output-tokens",
+            "4",
+            "--prompt-tokens",
+            "8",
+            "--out-dir",
+            str(tmp_path),
+            "--quiet",
+            "--json",
+        ]
+    )
+    summary = json.loads(capsys.readouterr().out)
+    assert code == 1
+    assert summary["cycles"] == 1 and summary["clean_cycles"] == 0
+    assert "state=switching" in summary["anomalies"][0]["detail"]

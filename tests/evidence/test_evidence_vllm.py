@@ -1,0 +1,277 @@
+"""The evidence tools against a real vLLM CPU server (SmolLM2-135M-Instruct), one shared server.
+
+Numbers are not asserted against fixed values (this box has 2 shared cores): fields, their
+consistency, and the agreement with vLLM's own ``vllm bench serve`` are.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from orchestrator.cli import main
+
+from .conftest import REPO, Live
+
+pytestmark = [pytest.mark.docker, pytest.mark.vllm]
+
+
+def bench(live: Live, out: Path, *extra: str) -> dict[str, Any]:
+    code = main(["bench", "--base-url", live.base_url, "--json-out", str(out), "--quiet", *extra])
+    document: dict[str, Any] = json.loads(out.read_text())
+    assert code == 0, [level["summary"]["errors"] for level in document["levels"]]
+    return document
+
+
+def test_ladder_c1_c2_every_field_consistent(live: Live, tmp_path: Path) -> None:
+    doc = bench(
+        live,
+        tmp_path / "ladder.json",
+        "--concurrency",
+        "1,2",
+        "--prompt-tokens",
+        "64",
+        "--output-tokens",
+        "24",
+        "--probes",
+    )
+    assert doc["base_url"] == live.base_url
+    assert doc["model"] == live.served_model_name
+    assert doc["max_model_len"] == live.max_model_len
+    assert doc["models"]["data"][0]["id"] == live.served_model_name
+    assert doc["shape"] == {
+        "prompt_tokens": 64,
+        "output_tokens": 24,
+        "chat": False,
+        "shared_prefix_tokens": 0,
+        "mode": "cold",
+        "seed": 0,
+    }
+    assert [level["concurrency"] for level in doc["levels"]] == [1, 2]
+    for level in doc["levels"]:
+        records, s = level["records"], level["summary"]
+        assert len(records) == s["requests"] == s["completed"] == 2 * level["concurrency"]
+        for r in records:
+            assert r["success"], r["error"]
+            assert r["output_tokens"] == 24  # from the server's usage, = requested
+            assert r["prompt_tokens"] == 64  # the server counted what /tokenize counted
+            assert 1 <= r["chunks"] <= 24
+            assert len(r["itl_s"]) == r["chunks"] - 1
+            assert 0 < r["ttft_s"] <= r["e2e_s"]
+            assert r["queue_s"] is not None and r["queue_s"] < r["ttft_s"]
+        assert s["output_tokens"] == 24 * len(records)
+        assert s["wall_s"] == pytest.approx(max(r["end_s"] for r in records))
+        assert s["output_tok_s"] == pytest.approx(s["output_tokens"] / s["wall_s"])
+        for key in ("ttft", "tpot", "itl", "e2e", "queue"):
+            assert all(s[key][stat] is not None for stat in ("mean", "p50", "p95", "max"))
+        assert s["decode_tok_s"] > 0 and s["decode_tok_s_per_request"] > 0
+    near, over = doc["probes"]
+    assert near["passed"] and near["prompt_tokens"] == live.max_model_len - 24
+    assert over["passed"] and over["status"] == 400
+
+
+def vllm_bench_serve(
+    live: Live, *, prompt: int, output: int, num: int, conc: int
+) -> dict[str, Any]:
+    """vLLM's own client, run inside the model container against the same server."""
+    model_dir = live.profile.get("VLLM_MODEL")
+    argv = [
+        "python3",
+        "-m",
+        "vllm.entrypoints.cli.main",
+        "bench",
+        "serve",
+        "--backend",
+        "vllm",
+        "--base-url",
+        "http://127.0.0.1:8000",
+        "--model",
+        live.served_model_name,
+        "--tokenizer",
+        model_dir,
+        "--dataset-name",
+        "random",
+        "--random-input-len",
+        str(prompt),
+        "--random-output-len",
+        str(output),
+        "--num-prompts",
+        str(num),
+        "--max-concurrency",
+        str(conc),
+        "--ignore-eos",
+        "--num-warmups",
+        "1",
+        "--disable-tqdm",
+        "--save-result",
+        "--result-dir",
+        "/tmp",
+        "--result-filename",
+        "evidence-fidelity.json",
+    ]
+    code, out = live.container.exec_run(argv)
+    assert code == 0, out.decode(errors="replace")[-3000:]
+    code, raw = live.container.exec_run(["cat", "/tmp/evidence-fidelity.json"])
+    assert code == 0
+    result: dict[str, Any] = json.loads(raw)
+    return result
+
+
+def test_fidelity_against_vllm_bench_serve(live: Live, tmp_path: Path) -> None:
+    shape = {"prompt": 64, "output": 48, "num": 8, "conc": 2}
+    theirs = vllm_bench_serve(live, **shape)
+    ours = bench(
+        live,
+        tmp_path / "ours.json",
+        "--concurrency",
+        str(shape["conc"]),
+        "--prompt-tokens",
+        str(shape["prompt"]),
+        "--output-tokens",
+        str(shape["output"]),
+        "--requests-per-level",
+        str(shape["num"]),
+    )["levels"][0]["summary"]
+    assert theirs["completed"] == ours["completed"] == shape["num"]
+    assert theirs["total_output_tokens"] == ours["output_tokens"]
+    gaps = {
+        "output_tok_s": ours["output_tok_s"] / theirs["output_throughput"] - 1,
+        "ttft_mean": ours["ttft"]["mean"] * 1000 / theirs["mean_ttft_ms"] - 1,
+    }
+    record = {
+        "vllm": {
+            "output_throughput": theirs["output_throughput"],
+            "mean_ttft_ms": theirs["mean_ttft_ms"],
+            "mean_tpot_ms": theirs["mean_tpot_ms"],
+        },
+        "bench": {
+            "output_tok_s": ours["output_tok_s"],
+            "mean_ttft_ms": ours["ttft"]["mean"] * 1000,
+            "mean_tpot_ms": ours["tpot"]["mean"] * 1000,
+        },
+        "gap": gaps,
+    }
+    print("fidelity:", json.dumps(record))
+    assert abs(gaps["output_tok_s"]) <= 0.10, record
+    assert abs(gaps["ttft_mean"]) <= 0.10, record
+
+
+def test_canary_baseline_passes_twice_and_tampered_fails(
+    live: Live, live_baseline: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["canary", "--base-url", live.base_url, "--expect", "baseline", "--quiet"]
+    for _ in range(2):
+        assert main([*args, "--baseline", str(live_baseline), "--repeat", "2"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("match") >= 12 and "FAILED" not in out
+
+    tampered = json.loads(live_baseline.read_text())
+    tampered["hashes"]["exact_ok"] = "f" * 64
+    path = tmp_path / "tampered.json"
+    path.write_text(json.dumps(tampered))
+    assert main([*args, "--baseline", str(path)]) == 1
+    assert "exact_ok (run 1): baseline mismatch" in capsys.readouterr().out
+
+
+def test_gate_passes_on_the_cpu_profile_and_promotes_a_copy(
+    live: Live, live_baseline: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    profiles = tmp_path / "profiles"
+    profiles.mkdir()
+    for path in (REPO / "profiles").glob("cpu-*.env"):
+        shutil.copy(path, profiles)
+    name = live.profile.name
+    code = main(
+        [
+            "gate",
+            name,
+            "--base-url",
+            live.base_url,
+            "--profiles-dir",
+            str(profiles),
+            "--state-dir",
+            str(tmp_path / "state"),
+            "--decode-prompt-tokens",
+            "64",
+            "--decode-tokens",
+            "24",
+            "--requests-per-level",
+            "4",
+            "--canary-expect",
+            "baseline",
+            "--canary-baseline",
+            str(live_baseline),
+            "--promote",
+            "--quiet",
+        ]
+    )
+    out = capsys.readouterr().out
+    assert code == 0, out
+    [path] = (tmp_path / "state" / "evidence").glob(f"gate-{name}-{live.profile.hash[:12]}-*.json")
+    report = json.loads(path.read_text())
+    assert report["profile"]["hash"] == live.profile.hash
+    results = {step["name"]: step["result"] for step in report["steps"]}
+    assert results == {
+        "models": "pass",
+        "completion": "pass",
+        "image": "skipped",
+        "decode": "pass",
+        "ttft": "pass",
+        "concurrency": "pass",
+        "canary": "pass",
+    }
+    steps = {step["name"]: step for step in report["steps"]}
+    assert steps["models"]["numbers"]["max_model_len"] == live.max_model_len
+    assert steps["decode"]["numbers"]["output_tok_s"] > 0
+    assert set(steps["ttft"]["numbers"]) == {f"ttft_ms_at_{live.max_model_len}"}
+    assert set(steps["concurrency"]["numbers"]) == {"c2", "c4"}
+    assert steps["concurrency"]["numbers"]["c4"]["ok"] == "4/4"
+    assert "text-only" in steps["image"]["reason"]
+    assert "MODEL_SLOT_STATUS=production" in (profiles / f"{name}.env").read_text()
+    assert report["promoted"].endswith("-> MODEL_SLOT_STATUS=production")
+
+
+def test_soak_short_interval_ends_cleanly(
+    live: Live, live_baseline: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(
+        [
+            "soak",
+            "--base-url",
+            live.base_url,
+            "--duration-s",
+            "24",
+            "--interval-s",
+            "12",
+            "--prompt-tokens",
+            "32",
+            "--output-tokens",
+            "16",
+            "--canary-expect",
+            "baseline",
+            "--baseline",
+            str(live_baseline),
+            "--out-dir",
+            str(tmp_path),
+            "--quiet",
+            "--json",
+        ]
+    )
+    summary = json.loads(capsys.readouterr().out)
+    assert code == 0, summary
+    assert summary["cycles"] == summary["clean_cycles"] == 2
+    assert summary["missed_slots"] == 0
+    assert summary["anomalies"] == []
+    assert summary["elapsed_s"] >= 24
+    rows = [json.loads(line) for line in (tmp_path / "soak.jsonl").read_text().splitlines()]
+    assert [r["cycle"] for r in rows] == [1, 2]
+    assert all(r["baseline"] == "match" and r["status"] == "clean" for r in rows)
+    assert all(r["quality"] in ("pass", "fail") for r in rows)  # answers: informative here
+    rates = [r["wall_tok_s"] for r in rows]
+    assert summary["wall_tok_s"]["min"] == min(rates) and summary["wall_tok_s"]["max"] == max(rates)
+    tsv = (tmp_path / "soak.tsv").read_text().splitlines()
+    assert len(tsv) == 3
