@@ -11,9 +11,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
 import socket
 import threading
 from collections.abc import Iterator
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -73,8 +75,19 @@ def _route(server: Any, **limits: Any) -> Route:
 
 
 @pytest.fixture(scope="module")
-def front(vllm_cpu_server: Any) -> Iterator[InProcessFrontdoor]:
-    running = InProcessFrontdoor(_route(vllm_cpu_server, max_active_generations=4))
+def vllm(request: pytest.FixtureRequest) -> Any:
+    """The lead's session vLLM CPU server, or one already running at FRONTDOOR_TEST_VLLM_URL."""
+    url = os.environ.get("FRONTDOOR_TEST_VLLM_URL")
+    if url:
+        return SimpleNamespace(
+            base_url=url.rstrip("/"), served_model_name="smollm2-135m-instruct", max_model_len=2048
+        )
+    return request.getfixturevalue("vllm_cpu_server")
+
+
+@pytest.fixture(scope="module")
+def front(vllm: Any) -> Iterator[InProcessFrontdoor]:
+    running = InProcessFrontdoor(_route(vllm, max_active_generations=4))
     yield running
     running.stop()
 
@@ -85,14 +98,14 @@ def client(front: InProcessFrontdoor) -> Iterator[openai.OpenAI]:
         yield c
 
 
-def test_models_pass_through(client: openai.OpenAI, vllm_cpu_server: Any) -> None:
+def test_models_pass_through(client: openai.OpenAI, vllm: Any) -> None:
     models = client.models.list()
-    assert [m.id for m in models.data] == [vllm_cpu_server.served_model_name]
+    assert [m.id for m in models.data] == [vllm.served_model_name]
 
 
-def test_chat_non_streamed(client: openai.OpenAI, vllm_cpu_server: Any) -> None:
+def test_chat_non_streamed(client: openai.OpenAI, vllm: Any) -> None:
     reply = client.chat.completions.create(
-        model=vllm_cpu_server.served_model_name,
+        model=vllm.served_model_name,
         messages=[{"role": "user", "content": "Say hello."}],
         max_tokens=8,
         temperature=0,
@@ -101,11 +114,9 @@ def test_chat_non_streamed(client: openai.OpenAI, vllm_cpu_server: Any) -> None:
     assert reply.usage is not None and 0 < reply.usage.completion_tokens <= 8
 
 
-def test_chat_streamed_arrives_as_several_events(
-    client: openai.OpenAI, vllm_cpu_server: Any
-) -> None:
+def test_chat_streamed_arrives_as_several_events(client: openai.OpenAI, vllm: Any) -> None:
     stream = client.chat.completions.create(
-        model=vllm_cpu_server.served_model_name,
+        model=vllm.served_model_name,
         messages=[{"role": "user", "content": "Count from one to ten."}],
         max_tokens=16,
         temperature=0,
@@ -121,20 +132,20 @@ def test_chat_streamed_arrives_as_several_events(
     assert usage and usage[0].completion_tokens > 0
 
 
-def test_completions(client: openai.OpenAI, vllm_cpu_server: Any) -> None:
+def test_completions(client: openai.OpenAI, vllm: Any) -> None:
     reply = client.completions.create(
-        model=vllm_cpu_server.served_model_name, prompt="The capital of France is", max_tokens=6
+        model=vllm.served_model_name, prompt="The capital of France is", max_tokens=6
     )
     assert reply.choices[0].text
     assert reply.usage is not None and reply.usage.completion_tokens > 0
 
 
 def test_image_chat_on_a_text_only_model_relays_a_clear_openai_error(
-    client: openai.OpenAI, vllm_cpu_server: Any
+    client: openai.OpenAI, vllm: Any
 ) -> None:
     try:
         reply = client.chat.completions.create(
-            model=vllm_cpu_server.served_model_name,
+            model=vllm.served_model_name,
             messages=[
                 {
                     "role": "user",
@@ -157,8 +168,8 @@ def test_image_chat_on_a_text_only_model_relays_a_clear_openai_error(
     assert body.get("error", {}).get("message"), body  # OpenAI-shaped, with a reason
 
 
-def test_rewrites_against_real_vllm(front: InProcessFrontdoor, vllm_cpu_server: Any) -> None:
-    front.set_route(_route(vllm_cpu_server, rewrite_request_model=True, max_output_tokens=3))
+def test_rewrites_against_real_vllm(front: InProcessFrontdoor, vllm: Any) -> None:
+    front.set_route(_route(vllm, rewrite_request_model=True, max_output_tokens=3))
     try:
         with openai.OpenAI(base_url=front.url + "/v1", api_key="unused", max_retries=0) as c:
             reply = c.chat.completions.create(
@@ -167,9 +178,9 @@ def test_rewrites_against_real_vllm(front: InProcessFrontdoor, vllm_cpu_server: 
                 max_tokens=500,
             )
         assert reply.usage is not None and reply.usage.completion_tokens <= 3
-        assert reply.model == vllm_cpu_server.served_model_name
+        assert reply.model == vllm.served_model_name
     finally:
-        front.set_route(_route(vllm_cpu_server, max_active_generations=4))
+        front.set_route(_route(vllm, max_active_generations=4))
 
 
 def _running_requests(base_url: str) -> float:
@@ -183,12 +194,12 @@ def _running_requests(base_url: str) -> float:
 
 
 def test_client_hang_up_makes_vllm_abort_the_generation(
-    front: InProcessFrontdoor, vllm_cpu_server: Any
+    front: InProcessFrontdoor, vllm: Any
 ) -> None:
     host, port = front.url.removeprefix("http://").split(":")
     body = json.dumps(
         {
-            "model": vllm_cpu_server.served_model_name,
+            "model": vllm.served_model_name,
             "stream": True,
             "max_tokens": 1500,
             "ignore_eos": True,
@@ -205,10 +216,10 @@ def test_client_hang_up_makes_vllm_abort_the_generation(
         chunk = sock.recv(65536)
         assert chunk, "stream ended early"
         received += chunk
-    assert _running_requests(vllm_cpu_server.base_url) >= 1
+    assert _running_requests(vllm.base_url) >= 1
     sock.close()
     wait_until(
-        lambda: _running_requests(vllm_cpu_server.base_url) == 0,
+        lambda: _running_requests(vllm.base_url) == 0,
         30,
         "vLLM to abort the generation after the client hung up",
     )

@@ -32,7 +32,7 @@ def status(fd: Frontdoor) -> dict[str, Any]:
             "queued_generations": adm.queued,
             "total_generation_requests": adm.total,
             "event_logging": route.limits.log_events,
-            "auth": "api_keys" if s.api_keys else "off",
+            "auth": "on" if s.api_keys else "off",
             "version": __version__,
             "started_at": fd.started_at,
             "uptime_s": round(time.monotonic() - fd.started_monotonic, 1),

@@ -238,7 +238,7 @@ def test_api_keys_when_on(upstream: FakeUpstream, start_frontdoor) -> None:
         httpx.post(front.url + "/v1/messages", json={}, headers={"x-api-key": "k1"}).status_code
         == 200
     )
-    assert httpx.get(front.url + "/status").json()["frontdoor"]["auth"] == "api_keys"
+    assert httpx.get(front.url + "/status").json()["frontdoor"]["auth"] == "on"
     assert len(upstream.seen) == 2
 
 
