@@ -32,7 +32,9 @@ _PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
             r"Model loading took " + _NUMBER + r" ?(GiB|GB)(?: memory)? and " + _NUMBER + " s"
         ),
     ),
-    # older wording: "Loading weights took 0.50 seconds"
+    # vLLM 0.32 CPU: "Initializing model took 0.095715 seconds" (before the weights load)
+    ("model_init", re.compile(r"Initializing model took " + _NUMBER + " s")),
+    # "Loading weights took 0.02 seconds" (vLLM CPU 0.32 prints this, not "Model loading")
     ("weights_load", re.compile(r"Loading weights took " + _NUMBER + " s")),
     # "torch.compile takes 10.50 s in total" / "torch.compile took 10.50 s in total"
     ("torch_compile", re.compile(r"torch\.compile (?:takes|took) " + _NUMBER + " s in total")),
@@ -43,7 +45,7 @@ _PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
             r"Graph capturing finished in " + _NUMBER + r" secs?(?:, took " + _NUMBER + ")?"
         ),
     ),
-    # "init engine (profile, create kv cache, warmup model) took 12.34 seconds"
+    # "init engine (profile, create kv cache, warmup model) took 12.34 seconds" (0.32: "0.51 s")
     ("engine_init", re.compile(r"init engine \(.*?\) took " + _NUMBER + " s")),
     ("startup_complete", re.compile(r"Application startup complete")),
 )
@@ -96,6 +98,8 @@ def parse(lines: Iterable[str]) -> dict[str, object]:
             elif fact == "model_load":
                 facts["model_load_gib"] = _num(groups[0])
                 facts["model_load_s"] = _num(groups[2])
+            elif fact == "model_init":
+                facts["model_init_s"] = _num(groups[0])
             elif fact == "weights_load":
                 facts["weights_load_s"] = _num(groups[0])
             elif fact == "torch_compile":

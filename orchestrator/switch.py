@@ -635,6 +635,7 @@ def _facts_line(found: dict[str, Any]) -> str:
         )
     for key, label in (
         ("model_load_s", "load"),
+        ("weights_load_s", "weights"),
         ("torch_compile_s", "compile"),
         ("graph_capture_s", "graphs"),
         ("engine_init_s", "engine init"),

