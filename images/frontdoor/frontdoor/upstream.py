@@ -41,6 +41,7 @@ class _Conn(asyncio.Protocol):
     def __init__(self, pool: Pool, key: tuple[str, int]) -> None:
         self.pool, self.key = pool, key
         self.transport: asyncio.Transport | None = None
+        self.loop = asyncio.get_running_loop()  # created inside create_connection, on our loop
         self.parser = httptools.HttpResponseParser(self)
         self.closed = False
         self.idle_since = 0.0
@@ -121,7 +122,7 @@ class _Conn(asyncio.Protocol):
 
     async def wait(self) -> None:
         """Until something new happened: bytes, completion, an error, or the watchdog firing."""
-        self.waiter = asyncio.get_running_loop().create_future()
+        self.waiter = self.loop.create_future()
         try:
             await self.waiter
         finally:

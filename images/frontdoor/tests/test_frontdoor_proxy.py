@@ -335,3 +335,18 @@ def test_cors_when_configured(upstream: FakeUpstream, start_frontdoor) -> None:
     assert r.status_code == 204 and r.headers["access-control-allow-origin"] == "*"
     assert httpx.get(front.url + "/v1/models").headers["access-control-allow-origin"] == "*"
     assert upstream.seen[0].method == "GET"  # the preflight was answered here
+
+
+def test_head_and_keep_alive_reuse_of_upstream_connections(
+    upstream: FakeUpstream, start_frontdoor
+) -> None:
+    front = start_frontdoor(backend_url=upstream.url)
+    with httpx.Client(base_url=front.url, timeout=10) as client:
+        head = client.head("/v1/models")
+        assert head.status_code == 200 and head.content == b""
+        for _ in range(5):
+            assert client.get("/v1/models").status_code == 200
+            with client.stream("POST", CHAT, json={}, headers={"x-fake-sse": "3"}) as r:
+                assert r.read().endswith(b"data: [DONE]\n\n")
+    # HEAD's connection is not reused (its body length is unknowable); all the others share one.
+    assert upstream.connections == 2
