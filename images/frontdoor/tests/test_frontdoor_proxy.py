@@ -350,3 +350,16 @@ def test_head_and_keep_alive_reuse_of_upstream_connections(
                 assert r.read().endswith(b"data: [DONE]\n\n")
     # HEAD's connection is not reused (its body length is unknowable); all the others share one.
     assert upstream.connections == 2
+
+
+def test_upstream_silent_mid_stream_past_the_read_timeout_ends_with_an_error_event(
+    upstream: FakeUpstream, start_frontdoor
+) -> None:
+    front = start_frontdoor(backend_url=upstream.url, backend_timeout_s=0.3)
+    headers = {"x-fake-sse": "3", "x-fake-interval": "5"}
+    with httpx.stream("POST", front.url + CHAT, json={"stream": True}, headers=headers, timeout=10) as r:
+        body = r.read()
+    assert body.count(b'"i"') == 1
+    assert b"timeout" in body.splitlines()[-2]
+    assert upstream.wait_closes(1)  # the silent upstream request was abandoned
+    assert front.fd.metrics.upstream_errors["timeout"] == 1
