@@ -209,7 +209,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=500, help="events per c16 stream")
     parser.add_argument("--seconds", type=float, default=5.0, help="duration of each c16 phase")
     parser.add_argument(
-        "--rounds", type=int, default=1, help="repeat the three targets, interleaved"
+        "--rounds", type=int, default=3, help="repeat the three targets, interleaved"
     )
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
     args = parser.parse_args()
@@ -267,9 +267,11 @@ def main() -> None:
             ("nginx", ng_port, nginx_worker),
         ]
         results: dict[str, Result] = {name: Result(name) for name, _, _ in targets}
+        per_round: list[dict[str, float | int | str | None]] = []
         for _ in range(args.rounds):
             for name, port, pid in targets:
                 r = uvloop.run(run_target(name, port, pid, args))
+                per_round.append(r.summary())
                 acc = results[name]
                 acc.c1_first_event_ms += r.c1_first_event_ms
                 acc.c16_events += r.c16_events
@@ -278,7 +280,13 @@ def main() -> None:
                 if r.relay_cpu_s is not None:
                     acc.relay_cpu_s = (acc.relay_cpu_s or 0.0) + r.relay_cpu_s
         report = _report(results, args)
+        report["per_round"] = per_round
         print(report["table"])
+        for name, _, _ in targets:
+            rounds = [r for r in per_round if r["target"] == name]
+            p50s = ", ".join(str(r["c1_p50_ms"]) for r in rounds)
+            rates = ", ".join(str(r["c16_events_per_s"]) for r in rounds)
+            print(f"  per round {name:<10} c1 p50 ms: {p50s:<28} c16 ev/s: {rates}")
         if args.json:
             args.json.parent.mkdir(parents=True, exist_ok=True)
             args.json.write_text(
