@@ -98,7 +98,9 @@ def cmd_list(args: argparse.Namespace) -> int:
             if not row.built:
                 state = "not built"
             elif row.stale:
-                state = "STALE: " + "; ".join(row.stale)
+                shown = row.stale[:3]
+                more = f"; {len(row.stale) - 3} more" if len(row.stale) > 3 else ""
+                state = "STALE: " + "; ".join(shown) + more
             else:
                 state = "up to date"
             built = "yes" if row.built else "no"
