@@ -267,9 +267,11 @@ class Gate:
         for context in self.config.ttft_contexts:
             use = min(context, limit)
             if use != context:
-                notes.append(f"{context} > max_model_len {limit}: measured at {limit}")
+                notes.append(str(context))
             if use not in contexts:
                 contexts.append(use)
+        if notes:
+            notes = [f"{', '.join(notes)} above max_model_len {limit}: measured at {limit}"]
         problems = []
         for context in contexts:
             shape = Shape(context - out, out)
@@ -400,26 +402,37 @@ def promote(store: ProfileStore, profile: Profile) -> str:
 # ---- the command --------------------------------------------------------------------------
 
 
+def _flat(numbers: dict[str, Any], prefix: str = "") -> list[str]:
+    """``key=value`` pairs, nested dicts as ``outer.inner``, long text shortened."""
+    pairs: list[str] = []
+    for key, value in numbers.items():
+        if isinstance(value, dict):
+            pairs += _flat(value, f"{prefix}{key}.")
+        elif isinstance(value, str):
+            text = json.dumps(value)
+            pairs.append(f"{prefix}{key}={text[:40] + '...' if len(text) > 40 else text}")
+        else:
+            pairs.append(f"{prefix}{key}={value}")
+    return pairs
+
+
 def render(report: dict[str, Any]) -> str:
-    rows = []
-    for step in report["steps"]:
-        numbers = json.dumps(step["numbers"], separators=(",", ":"))
-        rows.append(
-            (
-                step["number"],
-                step["name"],
-                step["result"].upper(),
-                step["reason"][:70],
-                numbers[:90],
-            )
-        )
+    rows = [
+        (step["number"], step["name"], step["result"].upper(), step["reason"])
+        for step in report["steps"]
+    ]
     profile = report["profile"]
-    head = (
+    lines = [
         f"gate {profile['name']} (hash {profile['hash'][:12]}, status {profile['status']}) "
-        f"at {report['base_url']}"
-    )
-    verdict = "PASSED: every step passed or does not apply" if report["passed"] else "FAILED"
-    return "\n".join([head, output.table(("#", "STEP", "RESULT", "WHY", "NUMBERS"), rows), verdict])
+        f"at {report['base_url']}",
+        output.table(("#", "STEP", "RESULT", "WHY"), rows),
+        "",
+    ]
+    for step in report["steps"]:
+        if step["numbers"]:
+            lines.append(f"{step['number']} {step['name']}: " + " ".join(_flat(step["numbers"])))
+    lines.append("PASSED: every step passed or does not apply" if report["passed"] else "FAILED")
+    return "\n".join(lines)
 
 
 def _tuple(text: str) -> tuple[int, ...]:
