@@ -36,7 +36,8 @@ def main(argv: list[str]) -> int:
     after = _parse(sourced.stdout)
     changed = {key: value for key, value in after.items() if before.get(key) != value}
     changed.pop("_", None)
-    changed.pop("SHLVL", None)
+    for shell_own in ("SHLVL", "PWD", "OLDPWD"):
+        changed.pop(shell_own, None)
     previous = {key: before[key] for key in changed if key in before}
     output.write_text(json.dumps({"before": previous, "after": changed}, indent=1, sort_keys=True))
     print(f"capture_env: recorded {len(changed)} variable(s) from {script}", flush=True)
