@@ -94,7 +94,10 @@ async def check_cycle(config: SoakConfig, progress: Progress) -> dict[str, Any]:
             progress,
         )
         answers_ok = all(r["success"] and r["expected_pass"] for r in document["results"])
-        row["quality"] = "pass" if answers_ok else "fail"
+        if config.canary_expect == "baseline":  # a tiny model: its answers are not judged
+            row["quality"] = "unjudged"
+        else:
+            row["quality"] = "pass" if answers_ok else "fail"
         if config.baseline is not None:
             states = {r["baseline"] for r in document["results"]}
             row["baseline"] = "match" if states == {"match"} else "mismatch"
