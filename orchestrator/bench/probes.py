@@ -5,8 +5,8 @@
 - over-limit: a prompt one token longer than ``max_model_len``: refused with a 4xx and an
   OpenAI-style error body.
 
-A prompt that fits but leaves fewer than ``max_tokens`` free is not probed: vLLM before 0.10
-refused it, newer vLLM (0.32 in the CPU image) serves it with ``max_tokens`` cut to what fits.
+A prompt that fits but leaves fewer than ``max_tokens`` free is not probed: older vLLM
+releases refused it, vLLM 0.32 (the CPU image) serves it with ``max_tokens`` cut to what fits.
 """
 
 from __future__ import annotations
