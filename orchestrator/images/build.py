@@ -280,7 +280,20 @@ def build_one(
         raise ImageError(f"{image.dockerfile}: no ARG BASE_IMAGE default")
     progress.step(f"{image.key}: wheelhouse from {wheelhouse.lock_path(image.lock).name}")
     wheelhouse.fetch(image.lock, progress)
-    current = make_manifest(image, base_ref, image_id(client, base_ref), git_revision())
+    base_id = image_id(client, base_ref)
+    if base_id is None and not offline:
+        progress.step(f"{image.key}: pulling {base_ref}")
+        try:
+            client.images.pull(base_ref)
+        except docker.errors.APIError as exc:
+            raise ImageError(
+                f"cannot pull {base_ref} ({exc.explanation or exc}); "
+                "without a registry, build offline (drop --public-bases)"
+            ) from None
+        base_id = image_id(client, base_ref)
+    if base_id is None:
+        raise ImageError(f"base {base_ref} is not present; `images base` builds the local one")
+    current = make_manifest(image, base_ref, base_id, git_revision())
     existing = read_manifest(client, target_tag)
     if existing is not None and not no_cache and not stale_reasons(existing[0], current):
         progress.step(f"{image.key}: {target_tag} is up to date (built {existing[1]}), skipped")
