@@ -171,8 +171,9 @@ class Slot:
         return [f"{ROLE_LABEL}={ROLE}", f"{INSTANCE_LABEL}={self.config.instance}"]
 
     def _labelled(self) -> list[Container]:
+        # sparse: no inspect per container inside list(), which would race a removal (404).
         found: list[Container] = self.client.containers.list(
-            all=True, filters={"label": self.labels_filter()}
+            all=True, filters={"label": self.labels_filter()}, sparse=True
         )
         # Also the fixed name, labelled or not: Docker would refuse to create ours next to it.
         try:
