@@ -336,6 +336,11 @@ class PromptBuilder:
         def text(k: int) -> str:
             return head + separator + self._filler(k) if k else head
 
+        guess = self._guess.get(target)
+        if guess is not None:  # the usual case after the first prompt: one call
+            got = await self._counter.count(text(guess), chat=self._chat)
+            if got == target:
+                return Prompt(text(guess), got)
         base = await self._counter.count(text(0), chat=self._chat)
         if base > target:
             raise WorkloadError(

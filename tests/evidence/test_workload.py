@@ -77,7 +77,7 @@ def test_second_prompt_reuses_the_guess() -> None:
     build(builder, 500, head="[n1]")
     before = counter.calls
     build(builder, 500, head="[n2]")
-    assert counter.calls - before == 2  # the head alone, then the remembered length
+    assert counter.calls - before == 1  # the remembered length fits at once
 
 
 def test_cold_prompts_start_with_distinct_nonces() -> None:
