@@ -1,8 +1,9 @@
 """The frontdoor's state, in one place: settings, the route, admission, metrics, the upstream pool.
 
 One ``Frontdoor`` lives per process. The admin API is the only writer of the route and the pause
-flag; it calls ``set_route``/``set_paused``, which persist and then push the new limits into
+flag; it calls ``set_route``/``set_paused``, which swap the route and push its limits into
 ``Admission`` synchronously (no await between), so no request ever sees a half-applied route.
+The route is persisted after it is applied: a full disk must not keep a new model from serving.
 """
 
 from __future__ import annotations
