@@ -66,8 +66,9 @@ class Route(BaseModel):
     def _serving_needs_upstream(self) -> Route:
         if self.state == "serving" and not self.upstream:
             raise ValueError("a route in state 'serving' needs an upstream URL")
-        if self.upstream and not self.upstream.startswith(("http://", "https://")):
-            raise ValueError(f"upstream must be an http(s) URL, got {self.upstream!r}")
+        if self.upstream and not self.upstream.startswith("http://"):
+            # The model container is on the host's internal network: plain HTTP/1.1 only.
+            raise ValueError(f"upstream must be an http:// URL, got {self.upstream!r}")
         return self
 
     @property

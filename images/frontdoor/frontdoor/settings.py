@@ -81,6 +81,9 @@ class Settings(BaseModel):
                 raise SettingsError(
                     "FRONTDOOR_ADMIN_TOKEN_FILE", token_file, f"a readable file ({exc})"
                 ) from exc
+        backend = r.text("FRONTDOOR_BACKEND_URL")
+        if backend is not None and not backend.startswith("http://"):
+            raise SettingsError("FRONTDOOR_BACKEND_URL", backend, "an http://host:port URL")
         keys = r.text("FRONTDOOR_API_KEYS") or ""
         state_dir = r.text("FRONTDOOR_STATE_DIR")
         values: dict[str, Any] = {
@@ -89,7 +92,7 @@ class Settings(BaseModel):
             "admin_host": r.text("FRONTDOOR_ADMIN_HOST"),
             "admin_port": r.integer("FRONTDOOR_ADMIN_PORT"),
             "admin_token": token,
-            "backend_url": r.text("FRONTDOOR_BACKEND_URL"),
+            "backend_url": backend,
             "backend_timeout_s": r.number("FRONTDOOR_BACKEND_TIMEOUT_S"),
             "connect_timeout_s": r.number("FRONTDOOR_BACKEND_CONNECT_TIMEOUT_S"),
             "max_active_generations": r.integer("FRONTDOOR_MAX_ACTIVE_GENERATIONS", minimum=1),

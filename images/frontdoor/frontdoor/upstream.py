@@ -191,10 +191,6 @@ class Response:
                 raise conn.error
             await conn.wait()
 
-    @property
-    def complete(self) -> bool:
-        return self._conn.complete and not self._conn.pieces
-
     def close(self) -> None:
         """Back to the pool when finished and reusable; otherwise abort (the upstream sees it)."""
         if self._released:

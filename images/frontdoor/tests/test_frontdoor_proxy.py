@@ -357,7 +357,9 @@ def test_upstream_silent_mid_stream_past_the_read_timeout_ends_with_an_error_eve
 ) -> None:
     front = start_frontdoor(backend_url=upstream.url, backend_timeout_s=0.3)
     headers = {"x-fake-sse": "3", "x-fake-interval": "5"}
-    with httpx.stream("POST", front.url + CHAT, json={"stream": True}, headers=headers, timeout=10) as r:
+    with httpx.stream(
+        "POST", front.url + CHAT, json={"stream": True}, headers=headers, timeout=10
+    ) as r:
         body = r.read()
     assert body.count(b'"i"') == 1
     assert b"timeout" in body.splitlines()[-2]

@@ -191,6 +191,7 @@ def test_settings_from_env_reads_the_lab_names(tmp_path: Path) -> None:
         ("FRONTDOOR_MAX_ACTIVE_GENERATIONS", "0"),
         ("FRONTDOOR_QUEUE_TIMEOUT_S", "soon"),
         ("FRONTDOOR_LOG_EVENTS", "maybe"),
+        ("FRONTDOOR_BACKEND_URL", "https://model:8000"),
         ("FRONTDOOR_CHAT_TEMPLATE_KWARGS_JSON", "[1]"),
     ],
 )
