@@ -6,8 +6,11 @@ consistency, and the agreement with vLLM's own ``vllm bench serve`` are.
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import json
 import shutil
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -302,3 +305,96 @@ def test_soak_short_interval_ends_cleanly(
     assert summary["wall_tok_s"]["min"] == min(rates) and summary["wall_tok_s"]["max"] == max(rates)
     tsv = (tmp_path / "soak.tsv").read_text().splitlines()
     assert len(tsv) == 3
+
+
+class InProcessFrontdoor:
+    """The real frontdoor (its own package), in this process, routed to the live server."""
+
+    def __init__(self, live: Live) -> None:
+        from frontdoor.core import Frontdoor
+        from frontdoor.route import Limits, Profile, Route
+        from frontdoor.server import Servers, bind
+        from frontdoor.settings import Settings
+
+        route = Route(
+            upstream=live.base_url,
+            state="serving",
+            profile=Profile(**live.profile.metadata()),
+            limits=Limits(**live.profile.frontdoor_limits()),
+        )
+        public, admin = bind("127.0.0.1", 0), bind("127.0.0.1", 0)
+        settings = Settings(port=public.getsockname()[1], admin_port=admin.getsockname()[1])
+        self.servers = Servers(Frontdoor(settings, route), public, admin)
+        self.url = f"http://127.0.0.1:{settings.port}"
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(
+            target=self.loop.run_until_complete, args=(self.servers.serve(),), daemon=True
+        )
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.servers.stop)
+        self.thread.join(20)
+        self.loop.close()
+
+
+def test_bench_and_gate_through_the_frontdoor(
+    live: Live, live_baseline: Path, tmp_path: Path
+) -> None:
+    """Through the frontdoor, the profile comes from /status and the gate checks its hash."""
+    front = InProcessFrontdoor(live)
+    try:
+        doc = bench(
+            dataclasses.replace(live, base_url=front.url),
+            tmp_path / "fd.json",
+            "--concurrency",
+            "2",
+            "--prompt-tokens",
+            "48",
+            "--output-tokens",
+            "16",
+        )
+        code = main(
+            [
+                "gate",
+                live.profile.name,
+                "--base-url",
+                front.url,
+                "--profiles-dir",
+                str(REPO / "profiles"),
+                "--state-dir",
+                str(tmp_path / "state"),
+                "--decode-prompt-tokens",
+                "32",
+                "--decode-tokens",
+                "16",
+                "--ttft-contexts",
+                "512",
+                "--levels",
+                "2",
+                "--canary-expect",
+                "baseline",
+                "--canary-baseline",
+                str(live_baseline),
+                "--quiet",
+            ]
+        )
+    finally:
+        front.stop()
+    assert doc["base_url"] == front.url
+    assert doc["profile"]["name"] == live.profile.name
+    assert doc["status"]["route"]["profile"]["hash"] == live.profile.hash
+    assert all(r["output_tokens"] == 16 for r in doc["levels"][0]["records"])
+    [path] = (tmp_path / "state" / "evidence").glob("gate-*.json")
+    report = json.loads(path.read_text())
+    assert code == 0, report["steps"]
+    assert report["active"] == f"/status: active profile {live.profile.name!r}"
+    assert [s["result"] for s in report["steps"]] == [
+        "pass",
+        "pass",
+        "skipped",
+        "pass",
+        "pass",
+        "pass",
+        "pass",
+    ]
