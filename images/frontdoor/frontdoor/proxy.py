@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -196,7 +196,7 @@ async def _read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
 
 
 async def _body_stream(
-    scope: Scope, receive: Receive, limit: int, on_done: Any
+    scope: Scope, receive: Receive, limit: int, on_done: Callable[[], None]
 ) -> bytes | AsyncIterator[bytes]:
     """A small body whole; a large one as a stream that starts the disconnect watch at its end."""
     _check_length(scope, limit)
