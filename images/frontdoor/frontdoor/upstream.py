@@ -35,6 +35,16 @@ class UpstreamTimeout(UpstreamError):
     pass
 
 
+class _Callbacks:
+    """What httptools calls back; ``on_body`` is bound straight to the connection's deque."""
+
+    def __init__(self, conn: _Conn) -> None:
+        self.on_header = conn.on_header
+        self.on_headers_complete = conn.on_headers_complete
+        self.on_message_complete = conn.on_message_complete
+        self.on_body = conn.pieces.append
+
+
 class _Conn(asyncio.Protocol):
     """One upstream connection; parses responses with httptools and buffers body pieces."""
 
@@ -42,7 +52,10 @@ class _Conn(asyncio.Protocol):
         self.pool, self.key = pool, key
         self.transport: asyncio.Transport | None = None
         self.loop = asyncio.get_running_loop()  # created inside create_connection, on our loop
-        self.parser = httptools.HttpResponseParser(self)
+        # One deque for the connection's life. The parser's ``on_body`` is its C ``append``: the
+        # per-event path (one call per SSE chunk) then runs no Python frame at all.
+        self.pieces: deque[bytes] = deque()
+        self.parser = httptools.HttpResponseParser(_Callbacks(self))
         self.closed = False
         self.idle_since = 0.0
         self._reset()
@@ -54,7 +67,7 @@ class _Conn(asyncio.Protocol):
         self.complete = False
         self.keep_alive = False
         self.error: UpstreamError | None = None
-        self.pieces: deque[bytes] = deque()
+        self.pieces.clear()
         self.buffered = 0
         self.paused = False
         self.waiter: asyncio.Future[None] | None = None
@@ -72,6 +85,10 @@ class _Conn(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.last_read = time.monotonic()
+        self.buffered += len(data)
+        if self.buffered > 1 << 20 and not self.paused and self.transport is not None:
+            self.paused = True  # the client reads slower than the upstream writes: backpressure
+            self.transport.pause_reading()
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError as exc:
@@ -97,13 +114,6 @@ class _Conn(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         self.status = self.parser.get_status_code()
         self.head_done = True
-
-    def on_body(self, body: bytes) -> None:
-        self.pieces.append(body)
-        self.buffered += len(body)
-        if self.buffered > 1 << 20 and not self.paused and self.transport is not None:
-            self.paused = True  # the client reads slower than the upstream writes: backpressure
-            self.transport.pause_reading()
 
     def on_message_complete(self) -> None:
         self.complete = True
