@@ -63,8 +63,17 @@ def shipped_profile(name: str) -> Profile:
 
 
 def start_vllm(profile: Profile, image: str) -> tuple[DockerContainer, VllmServer]:
-    """Start the CPU image under ``profile``'s environment alone and wait until it serves."""
-    container = DockerContainer(image).with_exposed_ports(profile.container_port)
+    """Start the CPU image the way the orchestrator does: the profile's container environment
+    and its shm size, nothing else; wait until it serves.
+
+    vLLM CPU's multiprocessing executor allocates several hundred MiB of /dev/shm ring buffers,
+    more than Docker's 64 MiB default, so the profile's ``MODEL_SLOT_SHM_SIZE`` is part of it.
+    """
+    container = (
+        DockerContainer(image)
+        .with_exposed_ports(profile.container_port)
+        .with_kwargs(shm_size=profile.get("MODEL_SLOT_SHM_SIZE") or "1g")
+    )
     for key, value in profile.container_env().items():
         container = container.with_env(key, value)
     container.start()
@@ -92,8 +101,21 @@ def start_vllm(profile: Profile, image: str) -> tuple[DockerContainer, VllmServe
 
 @pytest.fixture(scope="session")
 def vllm_cpu_server(cpu_image: str) -> Iterator[VllmServer]:
-    """A real vLLM CPU server running SmolLM2-135M-Instruct (the embedded default profile)."""
+    """A real vLLM CPU server running SmolLM2-135M-Instruct (the embedded default profile).
+
+    Shared by the whole session: tests that use it must leave it as they found it.
+    """
     container, server = start_vllm(shipped_profile("cpu-smollm2-135m"), cpu_image)
+    try:
+        yield server
+    finally:
+        container.stop()
+
+
+@pytest.fixture(scope="session")
+def tiny_cpu_server(cpu_image: str) -> Iterator[VllmServer]:
+    """A real vLLM CPU server running the tiny deterministic test model (profile cpu-tiny)."""
+    container, server = start_vllm(shipped_profile("cpu-tiny"), cpu_image)
     try:
         yield server
     finally:

