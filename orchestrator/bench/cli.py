@@ -99,7 +99,7 @@ async def run_bench(config: BenchConfig, progress: Progress) -> dict[str, Any]:
                 chat=config.shape.chat,
             )
     status = info["status"]
-    profile = status.get("model_slot") if isinstance(status, dict) else None
+    profile = _profile(status)
     return {
         "kind": report.KIND,
         "version": 1,
@@ -118,6 +118,18 @@ async def run_bench(config: BenchConfig, progress: Progress) -> dict[str, Any]:
         "levels": [level.to_json() for level in levels],
         "probes": [probe.to_json() for probe in probes],
     }
+
+
+def _profile(status: Any) -> dict[str, Any] | None:
+    """``/status``'s ``model_slot``, with the routed profile's hash when the frontdoor has it."""
+    if not isinstance(status, dict) or not isinstance(status.get("model_slot"), dict):
+        return None
+    profile = dict(status["model_slot"])
+    route = status.get("route")
+    routed = route.get("profile") if isinstance(route, dict) else None
+    if isinstance(routed, dict) and routed.get("hash") and "hash" not in profile:
+        profile["hash"] = routed["hash"]
+    return profile
 
 
 def _levels(text: str) -> tuple[int, ...]:

@@ -383,6 +383,7 @@ def test_bench_and_gate_through_the_frontdoor(
         front.stop()
     assert doc["base_url"] == front.url
     assert doc["profile"]["name"] == live.profile.name
+    assert doc["profile"]["hash"] == live.profile.hash
     assert doc["status"]["route"]["profile"]["hash"] == live.profile.hash
     assert all(r["output_tokens"] == 16 for r in doc["levels"][0]["records"])
     [path] = (tmp_path / "state" / "evidence").glob("gate-*.json")
