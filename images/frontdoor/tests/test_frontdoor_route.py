@@ -132,7 +132,7 @@ def test_drain_reports_not_drained_when_the_bound_passes(
         result = front.admin("POST", "/admin/drain", {"timeout_s": 0.1}).json()
         assert result["drained"] is False
         assert result["active_generations"] == 1
-        assert result["waited_s"] >= 0.1
+        assert result["waited_s"] >= 0.09  # the loop may fire a timer up to a clock tick early
         upstream.release("h")
         assert busy.result().status_code == 200
 
