@@ -363,6 +363,7 @@ class Controller:
             self.socket_path.unlink()
         server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         server.bind(str(self.socket_path))
+        _share_with_docker_group(self.socket_path)
         server.listen(16)
         self._server = server
         threading.Thread(target=self._accept, args=(server,), name="control", daemon=True).start()
@@ -413,6 +414,18 @@ class Controller:
                 log.info("control connection ended: %r", exc)
 
 
+def _share_with_docker_group(path: Path) -> None:
+    """Whoever may use the Docker socket may drive the slot (it is root-equivalent anyway): give
+    the control socket the Docker socket's group, mode 0660. Best effort."""
+    try:
+        gid = os.stat(os.environ.get("MODEL_SLOT_DOCKER_SOCKET", "/var/run/docker.sock")).st_gid
+        os.chown(path, -1, gid)
+    except OSError:
+        pass
+    with contextlib.suppress(OSError):
+        os.chmod(path, 0o660)
+
+
 def _log_progress(event: dict[str, Any]) -> None:
     if event.get("event") == "phase" and event.get("status") != "start":
         log.info(
@@ -437,6 +450,12 @@ def ask(state_dir: Path, request: dict[str, Any], progress: Progress) -> dict[st
     except (FileNotFoundError, ConnectionRefusedError):
         client.close()
         return None
+    except PermissionError:
+        client.close()
+        raise ControlError(
+            f"a controller listens at {path} but this user may not talk to it: run as root or "
+            "as a member of the Docker socket's group"
+        ) from None
     except OSError as exc:
         client.close()
         raise ControlError(f"cannot connect to the controller at {path}: {exc}") from None

@@ -39,7 +39,14 @@ class SlotLock:
     def acquire(self, wait_s: float = 0.0) -> None:
         """Take the lock, waiting up to ``wait_s``; BusyError names the holder otherwise."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o664)
+        except PermissionError:
+            raise BusyError(
+                f"cannot open {self.path}: permission denied; it belongs to another user (the "
+                "controller runs as root?): run this as that user, or start the controller "
+                "(`up`) so the CLI can ask it"
+            ) from None
         deadline = time.monotonic() + wait_s
         while True:
             try:

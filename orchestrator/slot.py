@@ -47,6 +47,8 @@ PROFILE_LABEL = "modelslot.profile"
 HASH_LABEL = "modelslot.profile-hash"
 INSTANCE_LABEL = "modelslot.instance"
 
+#: How long to wait for a container to be gone after SIGKILL.
+KILL_WAIT_S = 60.0
 #: How many log lines a failure report carries.
 LOG_TAIL_LINES = 40
 
@@ -304,23 +306,40 @@ class Slot:
 
         try:
             container.reload()
-            if container.status in ("running", "restarting", "paused"):
-                if container.status == "paused":
-                    container.unpause()
-                step("SIGTERM")
-                container.kill(signal="SIGTERM")
-                if not self._wait_exited(container, grace_s):
-                    step(f"still running after {grace_s:g}s: SIGKILL")
-                    container.kill(signal="SIGKILL")
-                    if not self._wait_exited(container, 30):
-                        raise SlotError(f"container {container.short_id} survived SIGKILL for 30s")
+        except docker.errors.NotFound:
+            return
+        if container.status in ("running", "restarting", "paused"):
+            if container.status == "paused":
+                self._signal(container, "unpause")
+            step("SIGTERM")
+            self._signal(container, "SIGTERM")
+            if not self._wait_exited(container, grace_s):
+                step(f"still running after {grace_s:g}s: SIGKILL")
+                self._signal(container, "SIGKILL")
+                # A multi-process vLLM can take a while to be reaped after SIGKILL.
+                if not self._wait_exited(container, KILL_WAIT_S):
+                    raise SlotError(
+                        f"container {container.short_id} survived SIGKILL for {KILL_WAIT_S:g}s"
+                    )
+        self._remove(container)
+
+    @staticmethod
+    def _signal(container: Container, what: str) -> None:
+        """Send a signal (or unpause). Fine if the container is already gone or stopped (404,
+        409), and fine when Docker says PID 1 "is zombie": the signal was delivered and PID 1
+        died, but its children are still being torn down; Docker 20.10 gives up waiting for
+        that after 2 s and answers 500. Waiting for the exit is the caller's next step."""
+        try:
+            if what == "unpause":
+                container.unpause()
+            else:
+                container.kill(signal=what)
         except docker.errors.NotFound:
             return
         except docker.errors.APIError as exc:
-            # e.g. 409 "is not running" when it exited between reload and kill: fine, go on.
-            if exc.status_code not in (404, 409):
-                raise SlotError(f"cannot stop container {container.short_id}: {exc}") from None
-        self._remove(container)
+            if exc.status_code in (404, 409) or "zombie" in str(exc):
+                return
+            raise SlotError(f"cannot signal container {container.short_id}: {exc}") from None
 
     def _wait_exited(self, container: Container, within_s: float) -> bool:
         deadline = time.monotonic() + within_s

@@ -69,6 +69,7 @@ class StateStore:
         self.directory.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".slot.", suffix=".tmp", dir=self.directory)
         try:
+            os.fchmod(fd, 0o644)  # mkstemp makes 0600; `status` by another user must read it
             with os.fdopen(fd, "w") as fh:
                 json.dump(state.to_json(), fh, indent=2, default=str)
                 fh.write("\n")

@@ -236,7 +236,13 @@ def test_killed_container_route_goes_down_and_the_controller_recovers(
 ) -> None:
     victim = the_one_container(slot)
     served = json.loads(slot.cli("status", "--json").stdout)["profile"]["name"]
-    victim.kill()
+    try:
+        victim.kill()
+    except docker.errors.APIError as exc:
+        # Docker 20.10 answers 500 "PID ... is zombie" when vLLM's PID 1 died at once but its
+        # engine processes take longer than 2 s to be torn down: the kill was delivered.
+        if "zombie" not in str(exc):
+            raise
     down = wait_until(
         lambda: fd.route() if fd.route()["state"] == "down" else None, 30, "route down"
     )
