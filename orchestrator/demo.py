@@ -93,9 +93,11 @@ def summary(status: dict[str, Any]) -> list[str]:
         f"queue timeout {front.get('queue_timeout_s')} s, "
         f"active {front.get('active_generations')}, queued {front.get('queued_generations')}",
     ]
-    for key in ("kv_cache_tokens", "max_concurrency", "time_to_ready_s"):
-        if key in facts:
-            lines.append(f"{key.replace('_', ' '):13}{facts[key]}")
+    if "kv_cache_tokens" in facts:
+        line = f"kv cache     {facts['kv_cache_tokens']:,} tokens"
+        if "max_concurrency" in facts:
+            line += f", {facts['max_concurrency']}x concurrency at max_model_len"
+        lines.append(line)
     return lines
 
 
