@@ -89,11 +89,13 @@ class Conn(asyncio.Protocol):
         if self.done is not None and not self.done.done():
             self.done.set_exception(ConnectionError("closed"))
 
-    async def stream(self, host: str, n: int) -> tuple[float, int]:
+    async def stream(self, host: str, n: int, body: bytes = b"") -> tuple[float, int]:
         loop = asyncio.get_running_loop()
         self.buf = bytearray()
         self.first, self.done = loop.create_future(), loop.create_future()
-        body = b'{"model":"bench","stream":true,"messages":[{"role":"user","content":"hi"}]}'
+        body = (
+            body or b'{"model":"bench","stream":true,"messages":[{"role":"user","content":"hi"}]}'
+        )
         start = time.perf_counter()
         self.transport.write(
             b"POST /v1/chat/completions?n=%d HTTP/1.1\r\nhost: %s\r\n"
@@ -103,6 +105,24 @@ class Conn(asyncio.Protocol):
         first = await self.first
         events = await self.done
         return (first - start) * 1000, events
+
+
+async def vllm_ttft(port: int, model: str, requests: int) -> list[float]:
+    """Sequential one-token streamed chats: ms to the first event, i.e. vLLM's TTFT."""
+    body = json.dumps(
+        {
+            "model": model,
+            "stream": True,
+            "max_tokens": 1,
+            "messages": [{"role": "user", "content": "Say one word."}],
+        }
+    ).encode()
+    conn = await _connect(port)
+    for _ in range(3):
+        await conn.stream("bench", 0, body)
+    samples = [(await conn.stream("bench", 0, body))[0] for _ in range(requests)]
+    conn.transport.close()
+    return samples
 
 
 async def _connect(port: int) -> Conn:
@@ -148,6 +168,45 @@ def _cpu(pid: int | None) -> float | None:
         return None
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICK  # utime + stime
+
+
+def _start_frontdoor(backend: str) -> tuple[subprocess.Popen[bytes], int]:
+    port, admin = _free_port(), _free_port()
+    env = {
+        **os.environ,
+        "FRONTDOOR_HOST": "127.0.0.1",
+        "FRONTDOOR_PORT": str(port),
+        "FRONTDOOR_ADMIN_PORT": str(admin),
+        "FRONTDOOR_BACKEND_URL": backend,
+        "FRONTDOOR_MAX_ACTIVE_GENERATIONS": "64",
+        "FRONTDOOR_QUEUE_TIMEOUT_S": "30",
+    }
+    env.pop("FRONTDOOR_STATE_DIR", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "frontdoor"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    _wait_port(port, proc)
+    return proc, port
+
+
+def _vllm_rows(args: argparse.Namespace, fd_port: int) -> dict[str, dict[str, float]]:
+    host, _, port = args.vllm_url.removeprefix("http://").rstrip("/").partition(":")
+    assert host in ("127.0.0.1", "localhost"), "the lean client speaks to 127.0.0.1 only"
+    samples: dict[str, list[float]] = {"vllm direct": [], "vllm via frontdoor": []}
+    for _ in range(args.rounds):  # interleaved, so drift hits both alike
+        samples["vllm direct"] += uvloop.run(vllm_ttft(int(port), args.vllm_model, 20))
+        samples["vllm via frontdoor"] += uvloop.run(vllm_ttft(fd_port, args.vllm_model, 20))
+    rows = {
+        name: {"ttft_p50_ms": _pct(sorted(v), 50), "ttft_p90_ms": _pct(sorted(v), 90)}
+        for name, v in samples.items()
+    }
+    print(f"{'target':<20} {'TTFT p50 ms':>12} {'TTFT p90 ms':>12}   (1-token chats, c1)")
+    for name, row in rows.items():
+        print(f"{name:<20} {row['ttft_p50_ms']:>12} {row['ttft_p90_ms']:>12}")
+    return rows
 
 
 def _free_port() -> int:
@@ -212,6 +271,10 @@ def main() -> None:
         "--rounds", type=int, default=3, help="repeat the three targets, interleaved"
     )
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
+    parser.add_argument(
+        "--vllm-url", default=None, help="also compare c1 TTFT on a real vLLM (http://host:port)"
+    )
+    parser.add_argument("--vllm-model", default="smollm2-135m-instruct")
     args = parser.parse_args()
 
     procs: list[subprocess.Popen[bytes]] = []
@@ -224,25 +287,8 @@ def main() -> None:
         assert up.stdout is not None
         up_port = int(up.stdout.readline())
 
-        fd_port, fd_admin = _free_port(), _free_port()
-        env = {
-            **os.environ,
-            "FRONTDOOR_HOST": "127.0.0.1",
-            "FRONTDOOR_PORT": str(fd_port),
-            "FRONTDOOR_ADMIN_PORT": str(fd_admin),
-            "FRONTDOOR_BACKEND_URL": f"http://127.0.0.1:{up_port}",
-            "FRONTDOOR_MAX_ACTIVE_GENERATIONS": "64",
-            "FRONTDOOR_QUEUE_TIMEOUT_S": "30",
-        }
-        env.pop("FRONTDOOR_STATE_DIR", None)
-        frontdoor = subprocess.Popen(
-            [sys.executable, "-m", "frontdoor"],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        frontdoor, fd_port = _start_frontdoor(f"http://127.0.0.1:{up_port}")
         procs.append(frontdoor)
-        _wait_port(fd_port, frontdoor)
 
         ng_port = _free_port()
         nginx = subprocess.Popen(
@@ -287,6 +333,10 @@ def main() -> None:
             p50s = ", ".join(str(r["c1_p50_ms"]) for r in rounds)
             rates = ", ".join(str(r["c16_events_per_s"]) for r in rounds)
             print(f"  per round {name:<10} c1 p50 ms: {p50s:<28} c16 ev/s: {rates}")
+        if args.vllm_url:
+            vfd, vfd_port = _start_frontdoor(args.vllm_url)
+            procs.append(vfd)
+            report["vllm"] = _vllm_rows(args, vfd_port)
         if args.json:
             args.json.parent.mkdir(parents=True, exist_ok=True)
             args.json.write_text(
