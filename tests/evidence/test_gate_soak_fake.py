@@ -161,3 +161,36 @@ def test_soak_flags_a_frontdoor_that_is_not_serving(
     assert code == 1
     assert summary["cycles"] == 1 and summary["clean_cycles"] == 0
     assert "state=switching" in summary["anomalies"][0]["detail"]
+
+
+def test_gate_switch_runs_the_switch_command_first(
+    fake: FakeServer,
+    profiles: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    fake.config.replies = dict(GOOD)  # serving fake-model, not cpu-tiny's tiny-llama
+    calls: list[list[str]] = []
+
+    def switch_command(argv: list[str]) -> int:
+        calls.append(argv)
+        fake.config.model = "tiny-llama"  # what a successful switch leaves behind
+        return 0
+
+    monkeypatch.setattr("orchestrator.cli.main", switch_command)
+    assert gate(fake, profiles, tmp_path / "state", "--switch") == 0, capsys.readouterr()
+    assert calls == [["switch", "cpu-tiny"]]
+
+
+def test_gate_switch_failure_stops_the_gate(
+    fake: FakeServer,
+    profiles: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setattr("orchestrator.cli.main", lambda argv: 1)
+    assert gate(fake, profiles, tmp_path / "state", "--switch") == 1
+    assert "`switch cpu-tiny` failed (exit 1); gate not run" in capsys.readouterr().err
+    assert not (tmp_path / "state" / "evidence").exists()
