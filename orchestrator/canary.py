@@ -337,7 +337,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     p = commands.add_parser(
         "canary",
         help="deterministic quality canaries, compared with a saved baseline",
-        description=__doc__.split("\n\n")[0] if __doc__ else None,
+        description="The lab's quality canaries (exact_ok, copy_phrase, small_arithmetic, and "
+        "red_image for image profiles) at temperature 0, top_p 1, a fixed seed; per-case sha256 "
+        "compared with a saved baseline. Exit 1 on a wrong answer or a baseline mismatch.",
     )
     add_base_url(p)
     p.add_argument("--model", help="default: the first model /v1/models lists")
