@@ -9,10 +9,12 @@ import socket
 from collections.abc import Iterator
 
 import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from .admin import build_admin_app
 from .app import PublicApp
 from .core import Frontdoor
+from .errors import error_body
 
 log = logging.getLogger("frontdoor")
 
@@ -25,13 +27,69 @@ class _Server(uvicorn.Server):
         yield
 
 
+class _HeaderTimeoutProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol plus the header-read timeout uvicorn lacks.
+
+    A client must finish a request's headers within ``header_timeout_s`` of connecting (or of
+    starting the next request on a kept-alive connection); otherwise it gets 408 and the socket
+    is closed, so slow or silent clients cannot pile up connections. Idle time between requests
+    is uvicorn's own keep-alive timeout.
+    """
+
+    header_timeout_s = 30.0
+    _header_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm_header_timer()
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._arm_header_timer()
+
+    def on_headers_complete(self) -> None:
+        self._disarm_header_timer()
+        super().on_headers_complete()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm_header_timer()
+        super().connection_lost(exc)
+
+    def _arm_header_timer(self) -> None:
+        self._disarm_header_timer()
+        self._header_timer = self.loop.call_later(self.header_timeout_s, self._headers_too_slow)
+
+    def _disarm_header_timer(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _headers_too_slow(self) -> None:
+        self._header_timer = None
+        if self.transport.is_closing():
+            return
+        body = error_body(
+            f"request headers not received within {self.header_timeout_s:g}s", "request_timeout"
+        )
+        self.transport.write(
+            b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
+            b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(body), body)
+        )
+        self.transport.close()
+
+
 def _config(app: object, fd: Frontdoor, host: str, port: int) -> uvicorn.Config:
+    protocol = type(
+        "HeaderTimeoutProtocol",
+        (_HeaderTimeoutProtocol,),
+        {"header_timeout_s": fd.settings.header_timeout_s},
+    )
     return uvicorn.Config(
         app,  # type: ignore[arg-type]
         host=host,
         port=port,
         loop="none",  # the caller owns the loop (uvloop in __main__)
-        http="httptools",
+        http=protocol,
         ws="none",
         lifespan="off",
         access_log=False,

@@ -62,6 +62,7 @@ class Settings(BaseModel):
     max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1)
     state_dir: Path | None = None
     keepalive_timeout_s: int = 5
+    header_timeout_s: float = Field(default=30.0, gt=0)
     model_slot: ModelSlotMeta = ModelSlotMeta()
 
     @property
@@ -111,6 +112,7 @@ class Settings(BaseModel):
             "max_body_bytes": r.integer("FRONTDOOR_MAX_BODY_BYTES", minimum=1),
             "state_dir": Path(state_dir) if state_dir else None,
             "keepalive_timeout_s": r.integer("FRONTDOOR_KEEPALIVE_TIMEOUT_S", minimum=1),
+            "header_timeout_s": r.number("FRONTDOOR_HEADER_TIMEOUT_S"),
             "model_slot": ModelSlotMeta(
                 name=r.text("MODEL_SLOT_NAME"),
                 title=r.text("MODEL_SLOT_TITLE"),

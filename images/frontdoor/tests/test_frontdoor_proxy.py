@@ -365,3 +365,33 @@ def test_upstream_silent_mid_stream_past_the_read_timeout_ends_with_an_error_eve
     assert b"timeout" in body.splitlines()[-2]
     assert upstream.wait_closes(1)  # the silent upstream request was abandoned
     assert front.fd.metrics.upstream_errors["timeout"] == 1
+
+
+def test_slow_or_silent_clients_get_408_and_are_closed(
+    upstream: FakeUpstream, start_frontdoor
+) -> None:
+    front = start_frontdoor(backend_url=upstream.url, header_timeout_s=0.3)
+    host, port = front.url.removeprefix("http://").split(":")
+    with (
+        socket.create_connection((host, int(port)), timeout=10) as silent,
+        socket.create_connection((host, int(port)), timeout=10) as slow,
+    ):
+        slow.sendall(b"GET /v1/models HTTP/1.1\r\nhost: x\r\n")  # headers never finished
+        for sock in (silent, slow):
+            answer = b""
+            while chunk := sock.recv(4096):  # until the frontdoor closes it
+                answer += chunk
+            assert answer.startswith(b"HTTP/1.1 408")
+            assert b'"type": "request_timeout"' in answer
+    assert upstream.seen == []
+
+
+def test_header_timeout_does_not_cut_long_responses_or_kept_alive_connections(
+    upstream: FakeUpstream, start_frontdoor
+) -> None:
+    front = start_frontdoor(backend_url=upstream.url, header_timeout_s=0.3)
+    with httpx.Client(base_url=front.url, timeout=10) as client:
+        headers = {"x-fake-sse": "6", "x-fake-interval": "0.1"}  # 0.5 s > the header timeout
+        with client.stream("POST", CHAT, json={"stream": True}, headers=headers) as r:
+            assert r.read().endswith(b"data: [DONE]\n\n")
+        assert client.get("/v1/models").status_code == 200  # same connection, next request
