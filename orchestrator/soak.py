@@ -180,6 +180,7 @@ class Soak:
         while start + k * self.interval_s < deadline:
             wait = start + k * self.interval_s - self.clock.now()
             if wait > 0:
+                self.progress(f"soak: cycle {k + 1}/{self.planned} starts in {wait:.0f}s")
                 self.clock.sleep(wait)
             number = k + 1
             self.progress(f"soak cycle {number}", number, self.planned)
