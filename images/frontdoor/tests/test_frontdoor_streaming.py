@@ -40,7 +40,7 @@ def test_each_event_reaches_the_client_within_a_few_ms_of_being_sent(
     assert sorted(arrivals) == list(range(8))
     lags_ms = [(arrivals[i] - sent[i]) * 1000 for i in range(8)]
     # Buffering anywhere would hold early events until later ones (40 ms apart) or the end.
-    assert max(lags_ms) < 20, lags_ms
+    assert max(lags_ms) < 30, lags_ms  # < the 40 ms gap: no event waited for the next one
     assert statistics.median(lags_ms) < 5, lags_ms
 
 
