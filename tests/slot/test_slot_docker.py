@@ -244,7 +244,7 @@ def test_killed_container_route_goes_down_and_the_controller_recovers(
         if "zombie" not in str(exc):
             raise
     down = wait_until(
-        lambda: fd.route() if fd.route()["state"] == "down" else None, 30, "route down"
+        lambda: fd.route() if fd.route()["state"] == "down" else None, 60, "route down"
     )
     assert "exited" in down["reason"]
     wait_until(
