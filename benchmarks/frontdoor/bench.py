@@ -107,8 +107,12 @@ class Conn(asyncio.Protocol):
         return (first - start) * 1000, events
 
 
-async def vllm_ttft(port: int, model: str, requests: int) -> list[float]:
-    """Sequential one-token streamed chats: ms to the first event, i.e. vLLM's TTFT."""
+async def vllm_ttft(ports: dict[str, int], model: str, requests: int) -> dict[str, list[float]]:
+    """Sequential one-token streamed chats: ms to the first event, i.e. vLLM's TTFT.
+
+    Targets alternate request by request (and swap order every other time), so the model's own
+    drift (load, caches) hits all of them alike.
+    """
     body = json.dumps(
         {
             "model": model,
@@ -117,11 +121,18 @@ async def vllm_ttft(port: int, model: str, requests: int) -> list[float]:
             "messages": [{"role": "user", "content": "Say one word."}],
         }
     ).encode()
-    conn = await _connect(port)
-    for _ in range(3):
-        await conn.stream("bench", 0, body)
-    samples = [(await conn.stream("bench", 0, body))[0] for _ in range(requests)]
-    conn.transport.close()
+    conns = {name: await _connect(port) for name, port in ports.items()}
+    for conn in conns.values():
+        for _ in range(3):
+            await conn.stream("bench", 0, body)
+    samples: dict[str, list[float]] = {name: [] for name in ports}
+    order = list(conns)
+    for _ in range(requests):
+        order.reverse()
+        for name in order:
+            samples[name].append((await conns[name].stream("bench", 0, body))[0])
+    for conn in conns.values():
+        conn.transport.close()
     return samples
 
 
@@ -195,10 +206,8 @@ def _start_frontdoor(backend: str) -> tuple[subprocess.Popen[bytes], int]:
 def _vllm_rows(args: argparse.Namespace, fd_port: int) -> dict[str, dict[str, float]]:
     host, _, port = args.vllm_url.removeprefix("http://").rstrip("/").partition(":")
     assert host in ("127.0.0.1", "localhost"), "the lean client speaks to 127.0.0.1 only"
-    samples: dict[str, list[float]] = {"vllm direct": [], "vllm via frontdoor": []}
-    for _ in range(args.rounds):  # interleaved, so drift hits both alike
-        samples["vllm direct"] += uvloop.run(vllm_ttft(int(port), args.vllm_model, 20))
-        samples["vllm via frontdoor"] += uvloop.run(vllm_ttft(fd_port, args.vllm_model, 20))
+    ports = {"vllm direct": int(port), "vllm via frontdoor": fd_port}
+    samples = uvloop.run(vllm_ttft(ports, args.vllm_model, 60))
     rows = {
         name: {"ttft_p50_ms": _pct(sorted(v), 50), "ttft_p90_ms": _pct(sorted(v), 90)}
         for name, v in samples.items()
