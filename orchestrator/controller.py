@@ -339,7 +339,7 @@ class Controller:
         name = str(command.args.get("profile", ""))
         force = bool(command.args.get("force", False))
         try:
-            report = self.switcher.switch(name, force=force, progress=command.send)
+            report = self.switcher.switch(name, force=force, progress=_both(command.send))
         except SwitchFailedError as exc:
             command.send({"event": "result", "ok": False, "error": str(exc), "report": exc.report})
             return
@@ -353,7 +353,7 @@ class Controller:
         command.send({"event": "result", "ok": True, "report": report.to_json()})
 
     def _op_stop(self, command: Command) -> None:
-        report = self.switcher.stop(progress=command.send)
+        report = self.switcher.stop(progress=_both(command.send))
         command.send({"event": "result", "ok": True, "report": report.to_json()})
 
     # ---- control socket ------------------------------------------------------------------
@@ -424,6 +424,16 @@ def _share_with_docker_group(path: Path) -> None:
         pass
     with contextlib.suppress(OSError):
         os.chmod(path, 0o660)
+
+
+def _both(send: Progress) -> Progress:
+    """Progress to the asking CLI and to the controller's own log."""
+
+    def progress(event: dict[str, Any]) -> None:
+        _log_progress(event)
+        send(event)
+
+    return progress
 
 
 def _log_progress(event: dict[str, Any]) -> None:

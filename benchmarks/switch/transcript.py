@@ -126,19 +126,17 @@ def main() -> int:
         print("$ docker kill modelslot-docs")
         subprocess.run(["docker", "kill", "modelslot-docs"], capture_output=True, check=False)
         deadline = time.monotonic() + 300
-        while "started" not in log_path.read_text().split("exited (code")[-1]:
-            if time.monotonic() > deadline:
-                break
-            time.sleep(1)
-        while True:
-            route = httpx.get(
+        seen_down = False
+        while time.monotonic() < deadline:
+            state = httpx.get(
                 "http://127.0.0.1:18101/admin/route",
                 headers={"authorization": f"Bearer {token}"},
                 timeout=5,
-            ).json()
-            if route["state"] == "serving" or time.monotonic() > deadline:
+            ).json()["state"]
+            seen_down = seen_down or state == "down"
+            if seen_down and state == "serving":
                 break
-            time.sleep(1)
+            time.sleep(0.2)
         run("status")
         controller.send_signal(signal.SIGTERM)
         controller.wait(60)
