@@ -33,6 +33,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
+from orchestrator import facts  # noqa: E402
 from orchestrator.config import Paths  # noqa: E402
 from orchestrator.frontdoor_client import FrontdoorClient  # noqa: E402
 from orchestrator.lock import SlotLock  # noqa: E402
@@ -45,11 +46,9 @@ TARGET_S = 2.0
 
 
 def _ts(text: str) -> datetime:
-    """Docker's RFC 3339 with nanoseconds -> datetime (microseconds)."""
-    base, _, rest = text.partition(".")
-    digits = "".join(ch for ch in rest if ch.isdigit())
-    zone = "+00:00" if text.endswith("Z") else rest[len(digits) :]
-    return datetime.fromisoformat(f"{base}.{digits[:6].ljust(6, '0')}{zone}")
+    """Docker's RFC 3339 with nanoseconds (``...:07.434248088Z``) or an ISO-8601 string."""
+    stamp = facts.docker_timestamp(text + " ")
+    return stamp if stamp is not None else datetime.fromisoformat(text)
 
 
 def start_frontdoor(state_dir: Path) -> tuple[Any, str, str]:
