@@ -137,12 +137,13 @@ class Controller:
         if not project or os.environ.get("MODEL_SLOT_KEEP_MODEL_ON_DOWN", "0") == "1":
             return
         running = self.slot.client.containers.list(
+            sparse=True,
             filters={
                 "label": [
                     f"com.docker.compose.project={project}",
                     "com.docker.compose.service=frontdoor",
                 ]
-            }
+            },
         )
         if running:
             log.info("frontdoor still runs: leaving the model for the next controller to adopt")
