@@ -11,6 +11,7 @@ import asyncio
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -55,13 +56,13 @@ def profiles_dir(tmp_path: Path) -> Path:
 class Frontdoor:
     """The real frontdoor (``images/frontdoor``) serving on its own thread."""
 
-    def __init__(self, state_dir: Path) -> None:
+    def __init__(self, state_dir: Path, admin: socket.socket | None = None) -> None:
         import uvloop
         from frontdoor.core import Frontdoor as Core
         from frontdoor.server import Servers, bind
         from frontdoor.settings import Settings
 
-        public, admin = bind("127.0.0.1", 0), bind("127.0.0.1", 0)
+        public, admin = bind("127.0.0.1", 0), admin or bind("127.0.0.1", 0)
         settings = Settings(
             admin_token=ADMIN_TOKEN,
             state_dir=state_dir,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,8 +13,9 @@ import pytest
 from orchestrator import controller
 from orchestrator.controller import Backoff, Controller
 from orchestrator.errors import BusyError
+from orchestrator.frontdoor_client import FrontdoorClient
 from orchestrator.lock import SlotLock
-from tests.slot.conftest import Frontdoor
+from tests.slot.conftest import ADMIN_TOKEN, Frontdoor
 from tests.slot.fakes import FakeSlot
 from tests.slot.test_switch_policy import make_switcher
 from tests.support import wait_until
@@ -97,3 +99,30 @@ def test_backoff_doubles_to_a_cap_and_resets_after_a_stable_run() -> None:
     backoff = Backoff(base_s=1, max_s=8, stable_s=300)
     assert [backoff.next(1) for _ in range(5)] == [1, 2, 4, 8, 8]
     assert backoff.next(600) == 1
+
+
+def test_a_frontdoor_that_comes_up_late_gets_the_route(tmp_path: Path, profiles_dir: Path) -> None:
+    """At boot compose starts the frontdoor after the controller: the route is re-sent."""
+    admin = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    admin.bind(("127.0.0.1", 0))  # reserved, not listening yet: connections are refused
+    late = FrontdoorClient(f"http://127.0.0.1:{admin.getsockname()[1]}", ADMIN_TOKEN)
+    ctl = Controller(
+        make_switcher(tmp_path, profiles_dir, FakeSlot(), late), default_profile="cpu-tiny"
+    )
+    thread = threading.Thread(target=ctl.run, daemon=True)
+    thread.start()
+    try:
+        assert ctl.ready.wait(10)
+        assert ctl.switcher.route_pending
+        admin.listen(64)
+        admin.setblocking(False)
+        frontdoor = Frontdoor(tmp_path / "fd", admin=admin)
+        try:
+            wait_until(lambda: frontdoor.route()["state"] == "serving", 10, "the re-sent route")
+            assert frontdoor.route()["profile"]["name"] == "cpu-tiny"
+        finally:
+            frontdoor.stop()
+    finally:
+        ctl.shutdown()
+        thread.join(10)
+        admin.close()
