@@ -261,7 +261,20 @@ def collect_status() -> dict[str, Any]:
             except httpx.HTTPError as exc:
                 status["health"] = f"no answer from {url}/health: {exc!r}"
     if switcher.frontdoor is None:
-        status["frontdoor"] = "not configured (MODEL_SLOT_FRONTDOOR_ADMIN_URL)"
+        # The admin API is not reachable from the host when the stack runs under compose (it is
+        # on the compose network only); the public /status carries the same route.
+        public = os.environ.get("MODEL_SLOT_FRONTDOOR_URL", "http://127.0.0.1:8000")
+        try:
+            body = httpx.get(f"{public}/status", timeout=3).json()
+            route = dict(body.get("route") or {})
+            route.setdefault("upstream", (body.get("frontdoor") or {}).get("backend"))
+            status["route"] = route
+            status["frontdoor"] = f"{public} (public /status; admin API not configured here)"
+        except (httpx.HTTPError, ValueError):
+            status["frontdoor"] = (
+                f"no admin API configured (MODEL_SLOT_FRONTDOOR_ADMIN_URL) and no frontdoor "
+                f"answering on {public} (MODEL_SLOT_FRONTDOOR_URL)"
+            )
     else:
         status["frontdoor"] = switcher.frontdoor.base_url
         try:

@@ -47,6 +47,8 @@ Progress = Callable[[dict[str, Any]], None]
 
 #: Default bound on draining in-flight generations before the old model stops.
 DEFAULT_DRAIN_TIMEOUT_S = 30.0
+#: How long a boot or restart waits for the frontdoor to accept the `switching` route.
+ANNOUNCE_WAIT_S = 15.0
 
 
 def _now() -> str:
@@ -486,6 +488,26 @@ class Switcher:
         except FrontdoorError as exc:
             report.frontdoor = f"route {state} not sent: {exc}"
 
+    def _announce(self, report: Report, profile: Profile, reason: str, progress: Progress) -> None:
+        """Route ``switching`` before a model is (re)started with nothing to roll back to.
+
+        The frontdoor restores its last route when it starts (after a reboot, that route names
+        a container that is gone), and at boot it starts just after the orchestrator. So wait a
+        bounded time for it to answer: until the route says ``switching``, requests would fail
+        with 502 against the old upstream instead of being held or refused with Retry-After.
+        """
+        if self.frontdoor is None:
+            return
+        deadline = time.monotonic() + ANNOUNCE_WAIT_S
+        while True:
+            self._route_quiet(report, "switching", profile, reason, progress)
+            if "not sent" not in report.frontdoor:
+                return
+            if time.monotonic() >= deadline:
+                self.route_pending = True  # the controller re-sends once it is free
+                return
+            time.sleep(0.5)  # the frontdoor is starting; nothing to wait on but its port
+
     # ---- stop -----------------------------------------------------------------------------
     def stop(self, progress: Progress | None = None, lock_wait_s: float = 0.0) -> Report:
         """No model on the host, route ``down``; ``up`` will not bring one back until a switch."""
@@ -528,6 +550,7 @@ class Switcher:
         progress = progress or _quiet
         before = self.state.load()
         report = Report(action, profile.name, before.previous)
+        self._announce(report, profile, f"{action}: starting {profile.name}", progress)
         with self._phase(report, "stop", progress) as phase:
             removed = self.slot.stop(profile.stop_timeout_s, on_step=self._step(progress, "stop"))
             phase["detail"] = f"removed {', '.join(r[:12] for r in removed) or 'nothing'}"

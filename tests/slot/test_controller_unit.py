@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from orchestrator import controller
+from orchestrator import controller, switch
 from orchestrator.controller import Backoff, Controller
 from orchestrator.errors import BusyError
 from orchestrator.frontdoor_client import FrontdoorClient
@@ -112,7 +112,7 @@ def test_a_frontdoor_that_comes_up_late_gets_the_route(tmp_path: Path, profiles_
     thread = threading.Thread(target=ctl.run, daemon=True)
     thread.start()
     try:
-        assert ctl.ready.wait(10)
+        assert ctl.ready.wait(switch.ANNOUNCE_WAIT_S + 10)
         assert ctl.switcher.route_pending
         admin.listen(64)
         admin.setblocking(False)
@@ -126,3 +126,33 @@ def test_a_frontdoor_that_comes_up_late_gets_the_route(tmp_path: Path, profiles_
         ctl.shutdown()
         thread.join(10)
         admin.close()
+
+
+def test_boot_routes_switching_while_the_model_starts_not_a_stale_serving_route(
+    tmp_path: Path, profiles_dir: Path, frontdoor: Frontdoor
+) -> None:
+    """After a reboot the frontdoor restores its last route, whose container is gone: the
+    controller must say `switching` before it waits for the new model, or requests get 502."""
+    client = frontdoor.client()
+    client.put_route({"upstream": "http://127.0.0.1:9", "state": "serving", "reason": None})
+    seen: list[str] = []
+
+    class Watching(FakeSlot):
+        def wait_ready(
+            self, profile: Any, timeout_s: float | None = None, on_step: Any = None
+        ) -> None:
+            seen.append(frontdoor.route()["state"])
+            super().wait_ready(profile, timeout_s, on_step)
+
+    ctl = Controller(
+        make_switcher(tmp_path, profiles_dir, Watching(), client), default_profile="cpu-tiny"
+    )
+    thread = threading.Thread(target=ctl.run, daemon=True)
+    thread.start()
+    try:
+        assert ctl.ready.wait(10)
+        assert seen == ["switching"]
+        assert frontdoor.route()["state"] == "serving"
+    finally:
+        ctl.shutdown()
+        thread.join(10)
