@@ -18,22 +18,18 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from .settings import Settings
+from .settings import ModelSlotMeta, Settings
 
 log = logging.getLogger("frontdoor.route")
 
 RouteState = Literal["serving", "switching", "down", "faulted"]
 
 
-class Profile(BaseModel):
+class Profile(ModelSlotMeta):
+    """The active profile's metadata as the orchestrator sends it (extra keys kept)."""
+
     model_config = ConfigDict(extra="allow")
 
-    name: str | None = None
-    title: str | None = None
-    hf_id: str | None = None
-    modalities: str | None = None
-    status: str | None = None
-    purpose: str | None = None
     hash: str | None = None
 
 
