@@ -27,6 +27,21 @@ def _status(client: httpx.Client) -> dict[str, Any] | None:
     return body
 
 
+def _models(client: httpx.Client) -> list[str]:
+    """The served model names, or [] while the model is not answering.
+
+    A frontdoor that has just started restores its last route before the orchestrator has
+    confirmed it, so "serving" alone is not proof; the model answering is.
+    """
+    try:
+        response = client.get("/v1/models", timeout=10)
+    except httpx.HTTPError:
+        return []
+    if response.status_code != 200:
+        return []
+    return [str(model["id"]) for model in response.json().get("data", [])]
+
+
 def route_state(status: dict[str, Any]) -> tuple[str, str]:
     route = status.get("route") or {}
     return str(route.get("state", "unknown")), str(route.get("reason") or "")
@@ -44,7 +59,7 @@ def wait_serving(client: httpx.Client, timeout_s: float) -> dict[str, Any]:
         else:
             state, reason = route_state(status)
             name = (status.get("model_slot") or {}).get("name") or "-"
-            if state == "serving":
+            if state == "serving" and _models(client):
                 print(f"  [{elapsed:5.0f}s] serving {name}", file=sys.stderr)
                 return status
             if state == "faulted":
@@ -105,8 +120,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     with httpx.Client(base_url=args.base_url) as client:
         print(f"waiting for {args.base_url} to serve (up to {args.timeout:.0f}s)", file=sys.stderr)
         status = wait_serving(client, args.timeout)
-        models = client.get("/v1/models", timeout=10).json()["data"]
-        model = models[0]["id"]
+        model = _models(client)[0]
         answer = chat(client, model, args.prompt)
         print(f"\n> {args.prompt}\n{model}: {answer.strip()}\n")
         print("\n".join(summary(client.get("/status", timeout=5).json() or status)))
