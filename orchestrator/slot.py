@@ -356,7 +356,7 @@ class Slot:
 
     def _remove(self, container: Container) -> None:
         try:
-            container.remove(force=True)
+            container.remove(force=True, v=True)
         except docker.errors.NotFound:
             return
         except docker.errors.APIError as exc:

@@ -145,7 +145,7 @@ def stack(
             check=False,
         )
         with contextlib.suppress(docker.errors.NotFound):
-            docker_client.containers.get(stack.container_name).remove(force=True)
+            docker_client.containers.get(stack.container_name).remove(force=True, v=True)
 
 
 def now() -> str:

@@ -47,7 +47,7 @@ def frontdoor_container(docker_client: docker.DockerClient) -> Iterator[Any]:
     try:
         yield container
     finally:
-        container.remove(force=True)
+        container.remove(force=True, v=True)
         volume.remove(force=True)
 
 

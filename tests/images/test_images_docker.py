@@ -51,7 +51,7 @@ def _run_once(client: docker.DockerClient, image: str, **kwargs: Any) -> tuple[i
         err = container.logs(stdout=False, stderr=True).decode()
         return int(result["StatusCode"]), out, err
     finally:
-        container.remove(force=True)
+        container.remove(force=True, v=True)
 
 
 def _exec(container: Any, command: list[str]) -> str:
@@ -249,5 +249,5 @@ def test_frontdoor_runs_non_root_on_a_read_only_root(docker_client: docker.Docke
 
         wait_until(healthy, 60, "the frontdoor's HEALTHCHECK to report healthy")
     finally:
-        container.remove(force=True)
+        container.remove(force=True, v=True)
         volume.remove(force=True)

@@ -161,7 +161,7 @@ class SlotUnderTest:
 
     def remove_all(self) -> None:
         for container in self.labelled():
-            container.remove(force=True)
+            container.remove(force=True, v=True)
 
 
 def new_test_slot(base: Path, client: docker.DockerClient) -> SlotUnderTest:
