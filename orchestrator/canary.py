@@ -320,10 +320,9 @@ def cmd_canary(args: argparse.Namespace) -> int:
         if not all(r["success"] for r in document["results"]):
             output.error("not saving a baseline from a run with failed requests")
         else:
-            Path(args.save_baseline).parent.mkdir(parents=True, exist_ok=True)
-            Path(args.save_baseline).write_text(json.dumps(document, indent=2) + "\n")
+            output.write_json(Path(args.save_baseline), document)
     if args.json_out:
-        Path(args.json_out).write_text(json.dumps(document, indent=2) + "\n")
+        output.write_json(Path(args.json_out), document)
     if args.json:
         output.print_json(document)
     else:

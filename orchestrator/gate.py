@@ -502,7 +502,7 @@ def cmd_gate(args: argparse.Namespace) -> int:
     path = evidence / f"gate-{profile.name}-{profile.hash[:12]}-{stamp}.json"
     if args.promote and passed:
         report["promoted"] = promote(store, profile)
-    path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    output.write_json(path, report)
     if args.json:
         output.print_json(report)
     else:

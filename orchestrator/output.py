@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 
@@ -26,6 +27,12 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
 def print_json(value: Any) -> None:
     json.dump(value, sys.stdout, indent=2, sort_keys=False, default=str)
     sys.stdout.write("\n")
+
+
+def write_json(path: Path, value: Any) -> None:
+    """A result file: indented JSON, its directory made if needed."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(value, indent=2) + "\n", encoding="utf-8")
 
 
 def error(message: str) -> None:

@@ -215,7 +215,7 @@ class Soak:
             elapsed_s=round(self.clock.now() - start, 3),
             out_dir=str(self.out_dir),
         )
-        (self.out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        output.write_json(self.out_dir / "summary.json", summary)
         return summary
 
 

@@ -372,17 +372,7 @@ class Switcher:
         with self._phase(report, "persist", progress):
             report.finish("switched")
             previous = before.current if before.current != profile.name else before.previous
-            self.state.save(
-                SlotState(
-                    current=profile.name,
-                    current_hash=profile.hash,
-                    container_id=info.id,
-                    previous=previous,
-                    facts=found,
-                    last_switch=report.to_json(),
-                    updated_at=_now(),
-                )
-            )
+            self._save_running(profile, info, found, previous, report.to_json())
         report.finish("switched")
         return report
 
@@ -455,17 +445,7 @@ class Switcher:
             report.frontdoor = f"flip back failed: {exc}"
         report.startup_facts = found
         report.finish("rolled-back")
-        self.state.save(
-            SlotState(
-                current=old.name,
-                current_hash=old.hash,
-                container_id=info.id,
-                previous=before.previous,
-                facts=found,
-                last_switch=report.to_json(),
-                updated_at=_now(),
-            )
-        )
+        self._save_running(old, info, found, before.previous, report.to_json())
         raise SwitchFailedError(
             f"switch to {profile.name} failed; {old.name} restored and serving again.\n"
             f"{report.error}",
@@ -564,7 +544,7 @@ class Switcher:
         report.startup_facts = found
         self._flip(report, profile, info, found, progress)
         report.finish("started")
-        self._persist_running(profile, info, found, before, report)
+        self._save_running(profile, info, found, before.previous, before.last_switch)
         return report
 
     def adopt(
@@ -584,25 +564,26 @@ class Switcher:
         report.startup_facts = found
         self._flip(report, profile, info, found, progress)
         report.finish("adopted")
-        self._persist_running(profile, info, found, before, report)
+        self._save_running(profile, info, found, before.previous, before.last_switch)
         return report
 
-    def _persist_running(
+    def _save_running(
         self,
         profile: Profile,
         info: ContainerInfo,
         found: dict[str, Any],
-        before: SlotState,
-        report: Report,
+        previous: str | None,
+        last_switch: dict[str, Any] | None,
     ) -> None:
+        """Persist that ``profile`` runs in ``info``'s container."""
         self.state.save(
             SlotState(
                 current=profile.name,
                 current_hash=profile.hash,
                 container_id=info.id,
-                previous=before.previous,
+                previous=previous,
                 facts=found,
-                last_switch=before.last_switch,
+                last_switch=last_switch,
                 updated_at=_now(),
             )
         )

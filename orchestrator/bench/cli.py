@@ -162,7 +162,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     )
     document = asyncio.run(run_bench(config, Progress("bench", quiet=args.quiet)))
     if args.json_out:
-        report.write(document, Path(args.json_out))
+        output.write_json(Path(args.json_out), document)
     if args.plot:
         report.plot(document, Path(args.plot))
     if args.json:

@@ -71,11 +71,6 @@ def load(path: Path) -> dict[str, Any]:
     return data
 
 
-def write(document: dict[str, Any], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
-
-
 def plot(document: dict[str, Any], path: Path) -> None:
     """Throughput and TTFT against concurrency. matplotlib is imported only here."""
     import matplotlib  # noqa: PLC0415  (heavy, and only the plot needs it)

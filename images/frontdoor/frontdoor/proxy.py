@@ -87,7 +87,7 @@ class Exchange:
     client_gone: bool = False
     done: bool = False
     admitted: bool = False
-    tail: bytes = b""
+    tail: events.Tail = field(default_factory=events.Tail)
 
     def release(self, fd: Frontdoor) -> None:
         """Give the generation slot back, once."""
@@ -171,15 +171,22 @@ async def _watch_disconnect(receive: Receive, task: asyncio.Task[Any], ex: Excha
             return
 
 
-async def _read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
+async def _first_body(scope: Scope, receive: Receive, limit: int) -> tuple[bytes, bool]:
+    """The first body message, checked against the cap: ``(chunk, more_body)``."""
     _check_length(scope, limit)
     message = await receive()
     if message["type"] == "http.disconnect":
         raise ClientGone
     chunk: bytes = message.get("body", b"")
-    if not message.get("more_body", False):
-        if len(chunk) > limit:
-            raise errors.too_large(limit)
+    more: bool = message.get("more_body", False)
+    if not more and len(chunk) > limit:
+        raise errors.too_large(limit)
+    return chunk, more
+
+
+async def _read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
+    chunk, more = await _first_body(scope, receive, limit)
+    if not more:
         return chunk
     parts, size = [chunk], len(chunk)
     while True:
@@ -199,14 +206,8 @@ async def _body_stream(
     scope: Scope, receive: Receive, limit: int, on_done: Callable[[], None]
 ) -> bytes | AsyncIterator[bytes]:
     """A small body whole; a large one as a stream that starts the disconnect watch at its end."""
-    _check_length(scope, limit)
-    message = await receive()
-    if message["type"] == "http.disconnect":
-        raise ClientGone
-    first: bytes = message.get("body", b"")
-    if not message.get("more_body", False):
-        if len(first) > limit:
-            raise errors.too_large(limit)
+    first, more = await _first_body(scope, receive, limit)
+    if not more:
         on_done()
         return first
 
@@ -316,7 +317,7 @@ async def _relay_response(fd: Frontdoor, send: Send, ex: Exchange, response: Res
                 first = False
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
             if keep_tail:
-                ex.tail = (ex.tail + chunk)[-4096:]
+                ex.tail.add(chunk)
     except UpstreamError as exc:
         # The upstream broke mid-response; the status line is gone, so say it in-band.
         kind = "timeout" if isinstance(exc, UpstreamTimeout) else "broken"
@@ -370,7 +371,7 @@ def _account(fd: Frontdoor, ex: Exchange, elapsed: float, scope: Scope) -> None:
                 "queue_wait": round(ex.queue_wait, 4),
                 "ttft": None if ex.ttft is None else round(ex.ttft, 4),
                 "elapsed": round(elapsed, 4),
-                "tokens": events.tokens_from_tail(ex.tail),
+                "tokens": events.tokens_from_tail(ex.tail.value()),
                 "error": ex.error,
             }
         )

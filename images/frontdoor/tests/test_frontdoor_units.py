@@ -210,3 +210,15 @@ def test_route_save_is_atomic_and_round_trips(tmp_path: Path) -> None:
     path.write_text('{"state": "serving"}')  # serving without an upstream: invalid
     loaded, problem = load(path)
     assert loaded is None and problem and "upstream" in problem
+
+
+def test_event_tail_keeps_the_last_bytes_across_chunks() -> None:
+    from frontdoor.events import Tail, tokens_from_tail
+
+    chunks = [bytes([65 + i % 26]) * (i * 37 % 900 + 1) for i in range(200)]
+    chunks.append(b'data: {"usage": {"prompt_tokens": 7, "completion_tokens": 64}}\n\n')
+    tail = Tail(4096)
+    for chunk in chunks:
+        tail.add(chunk)
+    assert tail.value() == b"".join(chunks)[-4096:]
+    assert tokens_from_tail(tail.value()) == {"prompt_tokens": 7, "completion_tokens": 64}
