@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 
+from orchestrator.bench import vllm_reference
+from orchestrator.bench.metrics import summarize
 from orchestrator.cli import main
 
 from .conftest import REPO, Live
@@ -77,117 +79,90 @@ def test_ladder_c1_c2_every_field_consistent(live: Live, tmp_path: Path) -> None
     assert over["passed"] and over["status"] == 400
 
 
-def vllm_bench_serve(
-    live: Live, *, prompt: int, output: int, num: int, conc: int
-) -> dict[str, Any]:
-    """vLLM's own client, run inside the model container against the same server."""
-    model_dir = live.profile.get("VLLM_MODEL")
-    argv = [
-        "python3",
-        "-m",
-        "vllm.entrypoints.cli.main",
-        "bench",
-        "serve",
-        "--backend",
-        "vllm",
-        "--base-url",
-        "http://127.0.0.1:8000",
-        "--model",
-        live.served_model_name,
-        "--tokenizer",
-        model_dir,
-        "--dataset-name",
-        "random",
-        "--random-input-len",
-        str(prompt),
-        "--random-output-len",
-        str(output),
-        "--num-prompts",
-        str(num),
-        "--max-concurrency",
-        str(conc),
-        "--ignore-eos",
-        "--temperature",
-        "0",
-        "--num-warmups",
-        "1",
-        "--disable-tqdm",
-        "--save-result",
-        "--result-dir",
-        "/tmp",
-        "--result-filename",
-        "evidence-fidelity.json",
-    ]
+FIDELITY = vllm_reference.Shape(prompt_tokens=64, output_tokens=48, requests=8, concurrency=2)
+
+
+@pytest.fixture(scope="module")
+def vllm_detailed(live: Live) -> dict[str, Any]:
+    """One ``vllm bench serve`` run inside the model container against the same server."""
+    argv = vllm_reference.argv(
+        FIDELITY,
+        model=live.served_model_name,
+        tokenizer=live.profile.get("VLLM_MODEL") or "",
+        base_url="http://127.0.0.1:8000",
+    )
     code, out = live.container.exec_run(argv)
     assert code == 0, out.decode(errors="replace")[-3000:]
-    code, raw = live.container.exec_run(["cat", "/tmp/evidence-fidelity.json"])
+    code, raw = live.container.exec_run(["cat", vllm_reference.RESULT_PATH])
     assert code == 0
     result: dict[str, Any] = json.loads(raw)
     return result
 
 
-def fidelity_round(
-    live: Live, tmp_path: Path, shape: dict[str, int], vllm_first: bool
-) -> dict[str, Any]:
-    """One run of each tool, back to back, with the same shape; their gaps."""
+def test_summary_definitions_equal_vllm_bench_serve_on_its_own_measurements(
+    vllm_detailed: dict[str, Any],
+) -> None:
+    """bench's arithmetic, fed vLLM's per-request numbers, reproduces vLLM's summary.
 
-    def ours() -> dict[str, Any]:
-        document = bench(
-            live,
-            tmp_path / "ours.json",
-            "--concurrency",
-            str(shape["conc"]),
-            "--prompt-tokens",
-            str(shape["prompt"]),
-            "--output-tokens",
-            str(shape["output"]),
-            "--requests-per-level",
-            str(shape["num"]),
-        )
-        summary: dict[str, Any] = document["levels"][0]["summary"]
-        return summary
-
-    if vllm_first:
-        theirs, mine = vllm_bench_serve(live, **shape), ours()
-    else:
-        mine, theirs = ours(), vllm_bench_serve(live, **shape)
-    assert theirs["completed"] == mine["completed"] == shape["num"]
-    assert theirs["total_output_tokens"] == mine["output_tokens"]
-    return {
-        "vllm": {
-            "output_tok_s": round(theirs["output_throughput"], 2),
-            "mean_ttft_ms": round(theirs["mean_ttft_ms"], 1),
-            "mean_tpot_ms": round(theirs["mean_tpot_ms"], 1),
-        },
-        "bench": {
-            "output_tok_s": round(mine["output_tok_s"], 2),
-            "mean_ttft_ms": round(mine["ttft"]["mean"] * 1000, 1),
-            "mean_tpot_ms": round(mine["tpot"]["mean"] * 1000, 1),
-        },
-        "gap": {
-            "output_tok_s": round(mine["output_tok_s"] / theirs["output_throughput"] - 1, 4),
-            "ttft_mean": round(mine["ttft"]["mean"] * 1000 / theirs["mean_ttft_ms"] - 1, 4),
-        },
-    }
-
-
-def test_fidelity_against_vllm_bench_serve(live: Live, tmp_path: Path) -> None:
-    """Same server, same shape, greedy, ignore_eos: throughput and mean TTFT within 10%.
-
-    The two tools run back to back, never at once. This box's 2 cores are shared with other
-    work, so the load can change by more than 10% between two runs a few seconds apart; a round
-    whose gap exceeds 10% is repeated (at most 3 rounds, the order alternating), and every
-    round's numbers are printed, so a real disagreement still fails all three.
+    Same data on both sides, so this is exact (floating-point tolerance) and does not depend on
+    the box's load: it pins the definitions (TPOT excludes the first token, ITL is pooled per
+    chunk, percentiles interpolate like numpy) to vLLM 0.32.0's ``calculate_metrics``.
     """
-    shape = {"prompt": 64, "output": 48, "num": 8, "conc": 2}
-    rounds = []
-    for number in range(3):
-        result = fidelity_round(live, tmp_path, shape, vllm_first=number % 2 == 0)
-        rounds.append(result)
-        print("fidelity round", number + 1, json.dumps(result))
-        if all(abs(gap) <= 0.10 for gap in result["gap"].values()):
-            break
-    assert all(abs(gap) <= 0.10 for gap in rounds[-1]["gap"].values()), rounds
+    theirs = vllm_detailed
+    assert theirs["completed"] == FIDELITY.requests and theirs["failed"] == 0
+    mine = summarize(vllm_reference.records(theirs, FIDELITY.concurrency), FIDELITY.concurrency)
+    assert mine.completed == theirs["completed"]
+    assert mine.output_tokens == theirs["total_output_tokens"]
+    assert mine.prompt_tokens == theirs["total_input_tokens"]
+    stats = {"ttft": mine.ttft, "tpot": mine.tpot, "itl": mine.itl, "e2el": mine.e2e}
+    for name, ours in stats.items():
+        assert ours.mean * 1000 == pytest.approx(theirs[f"mean_{name}_ms"], rel=1e-9), name
+        assert ours.p50 * 1000 == pytest.approx(theirs[f"median_{name}_ms"], rel=1e-9), name
+        for q in ("p50", "p95", "p99"):
+            assert getattr(ours, q) * 1000 == pytest.approx(theirs[f"{q}_{name}_ms"], rel=1e-9), (
+                name,
+                q,
+            )
+    # bench's wall runs from the first start to the last end: inside vLLM's duration, which
+    # also holds the client's set-up and tear-down; the throughput is over the shorter window.
+    assert 0 < mine.wall_s <= theirs["duration"]
+    assert mine.output_tok_s >= theirs["output_throughput"]
+
+
+def test_bench_measures_like_vllm_bench_serve_on_the_same_server(
+    live: Live, vllm_detailed: dict[str, Any], tmp_path: Path
+) -> None:
+    """Same server, same shape, greedy, ignore_eos, back to back: the same work, the same scale.
+
+    Token counts must be equal. Timings are measured in two separate runs on a shared 2-core
+    box, so they are only held to a factor of 2: that catches a clock started or stopped at the
+    wrong point (TTFT at the response headers, say) or a unit slip, not the box's noise. The
+    10% comparison is a benchmark, ``benchmarks/fidelity/run.py``, which alternates several
+    rounds and prints them all.
+    """
+    shape = FIDELITY
+    document = bench(
+        live,
+        tmp_path / "ours.json",
+        "--concurrency",
+        str(shape.concurrency),
+        "--prompt-tokens",
+        str(shape.prompt_tokens),
+        "--output-tokens",
+        str(shape.output_tokens),
+        "--requests-per-level",
+        str(shape.requests),
+    )
+    mine = document["levels"][0]["summary"]
+    theirs = vllm_detailed
+    print("vllm bench serve:", {k: theirs[k] for k in ("output_throughput", "mean_ttft_ms")})
+    print("bench:", mine["output_tok_s"], mine["ttft"]["mean"] * 1000)
+    assert mine["completed"] == theirs["completed"] == shape.requests
+    assert mine["output_tokens"] == theirs["total_output_tokens"]
+    assert mine["output_tokens"] == shape.requests * shape.output_tokens
+    assert 0.5 <= mine["output_tok_s"] / theirs["output_throughput"] <= 2.0
+    assert 0.5 <= mine["ttft"]["mean"] * 1000 / theirs["mean_ttft_ms"] <= 2.0
+    assert 0.5 <= mine["tpot"]["mean"] * 1000 / theirs["mean_tpot_ms"] <= 2.0
 
 
 def test_canary_baseline_passes_twice_and_tampered_fails(
