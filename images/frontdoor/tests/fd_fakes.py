@@ -8,7 +8,9 @@ the frontdoor passes through untouched:
   (the frontdoor) closing the connection meanwhile, which is recorded in ``closes``;
 * ``x-fake-echo: 1`` answer with what was received (method, path, query, headers, body);
 * ``x-fake-status: CODE`` answer with that status and an OpenAI-style error;
-* ``x-fake-break: K`` close the connection abruptly after K events.
+* ``x-fake-break: K`` close the connection abruptly after K events;
+* ``x-fake-step: NAME`` lockstep: before event i > 0, wait (up to 30 s) for
+  ``release(f"NAME-{i}")``, which the test gives once it has received event i - 1.
 """
 
 from __future__ import annotations
@@ -235,6 +237,9 @@ class FakeUpstream:
             if interval and i:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(asyncio.shield(eof), interval)
+            if "x-fake-step" in h and i:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._gate(f"{h['x-fake-step']}-{i}").wait(), 30)
             if eof.done():
                 seen.closed_early = True
                 self._record(close=True)
