@@ -268,18 +268,20 @@ def test_soak_short_interval_ends_cleanly(
     )
     summary = json.loads(capsys.readouterr().out)
     assert code == 0, summary
-    assert summary["cycles"] == summary["clean_cycles"] == 2
-    assert summary["missed_slots"] == 0
+    # Two 12 s slots in 24 s. A cycle that overran its slot on a loaded box makes the next one
+    # a skipped slot, not a bunched-up cycle (the schedule itself is unit-tested on a fake clock).
+    assert summary["cycles"] + summary["missed_slots"] == 2
+    assert summary["cycles"] == summary["clean_cycles"] >= 1
     assert summary["anomalies"] == []
     assert summary["elapsed_s"] >= 24
     rows = [json.loads(line) for line in (tmp_path / "soak.jsonl").read_text().splitlines()]
-    assert [r["cycle"] for r in rows] == [1, 2]
+    assert [r["cycle"] for r in rows] == list(range(1, summary["cycles"] + 1))
     assert all(r["baseline"] == "match" and r["status"] == "clean" for r in rows)
     assert all(r["quality"] == "unjudged" for r in rows)  # baseline mode: hashes, not answers
     rates = [r["wall_tok_s"] for r in rows]
     assert summary["wall_tok_s"]["min"] == min(rates) and summary["wall_tok_s"]["max"] == max(rates)
     tsv = (tmp_path / "soak.tsv").read_text().splitlines()
-    assert len(tsv) == 3
+    assert len(tsv) == 1 + summary["cycles"]
 
 
 class InProcessFrontdoor:
