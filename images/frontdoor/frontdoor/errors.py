@@ -5,6 +5,7 @@ Every refusal is ``{"error": {"message", "type", "param", "code"}}`` (DESIGN inv
     Refusal                      the base: status, type, message, optional Retry-After
     ├── 400 invalid_request_error   malformed JSON on a generation path that needs a rewrite
     ├── 401 authentication_error    FRONTDOOR_API_KEYS on and the key is missing or wrong
+    ├── 408 request_timeout         headers or body not received in time (FRONTDOOR_*_TIMEOUT_S)
     ├── 413 request_too_large       body over FRONTDOOR_MAX_BODY_BYTES
     ├── 502 backend_error           the upstream refused the connection or broke
     ├── 503 queue_timeout | switching | paused | down | faulted   (always with Retry-After)
@@ -69,6 +70,10 @@ def too_large(limit: int) -> Refusal:
         f"request body is larger than this frontdoor accepts "
         f"({limit} bytes, FRONTDOOR_MAX_BODY_BYTES)",
     )
+
+
+def request_timeout(message: str) -> Refusal:
+    return Refusal(408, "request_timeout", message)
 
 
 def backend_error(message: str) -> Refusal:

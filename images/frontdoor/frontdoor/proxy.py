@@ -27,6 +27,7 @@ from starlette.types import Receive, Scope, Send
 from . import errors, events, rewrite
 from .core import Frontdoor
 from .errors import Refusal
+from .settings import Settings
 from .upstream import Response, UpstreamError, UpstreamTimeout
 
 GENERATION_PATHS = frozenset(
@@ -115,9 +116,7 @@ async def relay(fd: Frontdoor, scope: Scope, receive: Receive, send: Send) -> No
             raise errors.unauthorized("missing or wrong API key (send Authorization: Bearer <key>)")
         fd.admission.refuse_if_closed()
         if ex.generation:
-            body: bytes | AsyncIterator[bytes] = await _read_body(
-                scope, receive, fd.settings.max_body_bytes
-            )
+            body: bytes | AsyncIterator[bytes] = await _read_body(scope, receive, fd.settings)
             watch()
             ex.queue_wait = await fd.admission.acquire()
             ex.admitted = True
@@ -137,7 +136,7 @@ async def relay(fd: Frontdoor, scope: Scope, receive: Receive, send: Send) -> No
                     "no upstream while the model is being switched; retry later",
                     fd.admission.retry_after(),
                 )
-            body = await _body_stream(scope, receive, fd.settings.max_body_bytes, watch)
+            body = await _body_stream(scope, receive, fd.settings, watch)
         await _forward(fd, scope, send, ex, base=route.upstream_base, body=body)
     except Refusal as refusal:
         if ex.client_gone:
@@ -171,62 +170,62 @@ async def _watch_disconnect(receive: Receive, task: asyncio.Task[Any], ex: Excha
             return
 
 
-async def _first_body(scope: Scope, receive: Receive, limit: int) -> tuple[bytes, bool]:
-    """The first body message, checked against the cap: ``(chunk, more_body)``."""
-    _check_length(scope, limit)
-    message = await receive()
+async def _next_body(receive: Receive, idle_s: float) -> tuple[bytes, bool]:
+    """One body message, ``(chunk, more_body)``. A client that sends no body bytes for
+    ``idle_s`` gets a 408 (it would otherwise hold its connection and task for ever)."""
+    try:
+        message = await asyncio.wait_for(receive(), idle_s)
+    except TimeoutError:
+        raise errors.request_timeout(
+            f"no request body bytes received for {idle_s:g}s (FRONTDOOR_BODY_TIMEOUT_S)"
+        ) from None
     if message["type"] == "http.disconnect":
         raise ClientGone
-    chunk: bytes = message.get("body", b"")
-    more: bool = message.get("more_body", False)
+    return message.get("body", b""), message.get("more_body", False)
+
+
+async def _first_body(scope: Scope, receive: Receive, settings: Settings) -> tuple[bytes, bool]:
+    """The first body message, checked against the cap: ``(chunk, more_body)``."""
+    limit = settings.max_body_bytes
+    _check_length(scope, limit)
+    chunk, more = await _next_body(receive, settings.body_timeout_s)
     if not more and len(chunk) > limit:
         raise errors.too_large(limit)
     return chunk, more
 
 
-async def _read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
-    chunk, more = await _first_body(scope, receive, limit)
-    if not more:
-        return chunk
+async def _read_body(scope: Scope, receive: Receive, settings: Settings) -> bytes:
+    chunk, more = await _first_body(scope, receive, settings)
     parts, size = [chunk], len(chunk)
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ClientGone
-        chunk = message.get("body", b"")
+    while more:
+        chunk, more = await _next_body(receive, settings.body_timeout_s)
         size += len(chunk)
-        if size > limit:
-            raise errors.too_large(limit)
+        if size > settings.max_body_bytes:
+            raise errors.too_large(settings.max_body_bytes)
         parts.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(parts)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 async def _body_stream(
-    scope: Scope, receive: Receive, limit: int, on_done: Callable[[], None]
+    scope: Scope, receive: Receive, settings: Settings, on_done: Callable[[], None]
 ) -> bytes | AsyncIterator[bytes]:
     """A small body whole; a large one as a stream that starts the disconnect watch at its end."""
-    first, more = await _first_body(scope, receive, limit)
+    first, more = await _first_body(scope, receive, settings)
     if not more:
         on_done()
         return first
 
     async def stream() -> AsyncIterator[bytes]:
-        size = len(first)
+        size, more = len(first), True
         yield first
-        while True:
-            msg = await receive()
-            if msg["type"] == "http.disconnect":
-                raise ClientGone
-            chunk = msg.get("body", b"")
+        while more:
+            chunk, more = await _next_body(receive, settings.body_timeout_s)
             size += len(chunk)
-            if size > limit:
-                raise errors.too_large(limit)
+            if size > settings.max_body_bytes:
+                raise errors.too_large(settings.max_body_bytes)
             if chunk:
                 yield chunk
-            if not msg.get("more_body", False):
-                on_done()
-                return
+        on_done()
 
     return stream()
 

@@ -63,6 +63,7 @@ class Settings(BaseModel):
     state_dir: Path | None = None
     keepalive_timeout_s: int = 5
     header_timeout_s: float = Field(default=30.0, gt=0)
+    body_timeout_s: float = Field(default=60.0, gt=0)
     model_slot: ModelSlotMeta = ModelSlotMeta()
 
     @property
@@ -113,6 +114,7 @@ class Settings(BaseModel):
             "state_dir": Path(state_dir) if state_dir else None,
             "keepalive_timeout_s": r.integer("FRONTDOOR_KEEPALIVE_TIMEOUT_S", minimum=1),
             "header_timeout_s": r.number("FRONTDOOR_HEADER_TIMEOUT_S"),
+            "body_timeout_s": r.number("FRONTDOOR_BODY_TIMEOUT_S"),
             "model_slot": ModelSlotMeta(
                 name=r.text("MODEL_SLOT_NAME"),
                 title=r.text("MODEL_SLOT_TITLE"),

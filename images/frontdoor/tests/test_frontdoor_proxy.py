@@ -395,3 +395,35 @@ def test_header_timeout_does_not_cut_long_responses_or_kept_alive_connections(
         with client.stream("POST", CHAT, json={"stream": True}, headers=headers) as r:
             assert r.read().endswith(b"data: [DONE]\n\n")
         assert client.get("/v1/models").status_code == 200  # same connection, next request
+
+
+@pytest.mark.parametrize("path", [CHAT, "/tokenize"])
+def test_a_stalled_request_body_gets_408_and_holds_nothing(
+    upstream: FakeUpstream, start_frontdoor, path: str
+) -> None:
+    """Headers promise 100 bytes, 10 arrive, then nothing: 408 after FRONTDOOR_BODY_TIMEOUT_S.
+
+    A generation's body is read before admission, so the stalled client never held a slot; a
+    streamed (non-generation) body is cut off and its upstream request abandoned.
+    """
+    front = start_frontdoor(backend_url=upstream.url, body_timeout_s=0.3)
+    host, port = front.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(
+            f"POST {path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+            "content-length: 100\r\n\r\n".encode()
+            + b'{"model": '
+        )
+        answer = b""
+        while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 408"), answer
+    error = json.loads(answer.split(b"\r\n\r\n", 1)[1])["error"]
+    assert error["type"] == "request_timeout"
+    assert "FRONTDOOR_BODY_TIMEOUT_S" in error["message"]
+    assert front.fd.admission.total == 0 and front.fd.admission.active == 0
+    if path == CHAT:
+        assert upstream.seen == []
