@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import statistics
+import time
 
 import httpx
 from fd_fakes import FakeUpstream
@@ -43,6 +45,45 @@ def test_each_event_reaches_the_client_before_the_upstream_sends_the_next(
                     upstream.release(f"lockstep-{index + 1}")
     assert received == list(range(8))
     assert len(upstream.seen[0].sent_at) == 8
+
+
+def test_each_event_reaches_the_client_within_a_few_ms_of_being_sent(
+    upstream: FakeUpstream, start_frontdoor
+) -> None:
+    """The issue's check: events 40 ms apart each arrive within a few ms of being sent.
+
+    It compares clocks, so a badly overloaded machine could fail it; the lockstep test above
+    is the one that cannot be fooled by load either way.
+    """
+    front = start_frontdoor(backend_url=upstream.url)
+    arrivals: dict[int, float] = {}
+    with (
+        httpx.Client(timeout=10) as client,
+        client.stream(
+            "POST",
+            front.url + "/v1/chat/completions",
+            json={"model": "m", "stream": True, "messages": []},
+            headers={"x-fake-sse": "8", "x-fake-interval": "0.04"},
+        ) as response,
+    ):
+        assert response.status_code == 200
+        assert response.headers["x-accel-buffering"] == "no"
+        assert response.headers["content-type"].startswith("text/event-stream")
+        buffer = b""
+        for chunk in response.iter_raw():
+            now = time.monotonic()
+            buffer += chunk
+            while b"\n\n" in buffer:
+                event, buffer = buffer.split(b"\n\n", 1)
+                data = json.loads(event.removeprefix(b"data: ")) if b'"i"' in event else None
+                if data is not None:
+                    arrivals[data["i"]] = now
+    sent = upstream.seen[0].sent_at
+    assert sorted(arrivals) == list(range(8))
+    lags_ms = [(arrivals[i] - sent[i]) * 1000 for i in range(8)]
+    # Buffering anywhere would hold early events until later ones (40 ms apart) or the end.
+    assert max(lags_ms) < 30, lags_ms  # < the 40 ms gap: no event waited for the next one
+    assert statistics.median(lags_ms) < 5, lags_ms
 
 
 def test_non_streaming_generation_and_models_pass_through(
