@@ -4,14 +4,33 @@ The benchmark ``benchmarks/fidelity/run.py`` and the evidence tests run it insid
 container (where its tokenizer and the server are) with the same shape as a ``bench`` level,
 and read its ``--save-detailed`` result back as ``RequestRecord``s, so ``summarize`` can be
 checked against vLLM's own summary on the very same measurements.
+
+``bench`` can run in the same container too (``bench_archive`` + ``bench_argv``: the bench
+package is stdlib plus httpx, which the vLLM image has). Then both clients share the container's
+CPU share and the same loopback path to the server; a client on the host competes with every
+other host process instead, and on a busy 2-core box that alone moved TTFT by 15-30%.
 """
 
 from __future__ import annotations
 
+import io
+import tarfile
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from orchestrator.bench.client import RequestRecord
+
+PACKAGE = Path(__file__).resolve().parents[1]
+BENCH_DIR = "/tmp/modelslot-bench"  # noqa: S108 (inside the vLLM container)
+BENCH_RESULT = f"{BENCH_DIR}-result.json"  # the unpacked files belong to root; /tmp is open
+# ``python -m orchestrator`` would import the whole CLI (docker SDK, pydantic); bench does not.
+_BENCH_MAIN = (
+    "import argparse, sys; sys.path.insert(0, sys.argv.pop(1)); "
+    "from orchestrator.bench import cli; parser = argparse.ArgumentParser(prog='bench'); "
+    "cli.register(parser.add_subparsers()); args = parser.parse_args(sys.argv[1:]); "
+    "sys.exit(args.func(args))"
+)
 
 # Inside the vLLM container, written by the non-root user that runs the server.
 RESULT_PATH = "/tmp/modelslot-vllm-bench-serve.json"  # noqa: S108
@@ -100,3 +119,61 @@ def records(result: dict[str, Any], concurrency: int) -> list[RequestRecord]:
             )
         )
     return out
+
+
+def bracketed(before: float, after: float, ours: float, tolerance: float) -> dict[str, Any]:
+    """One of ``bench``'s numbers against ``vllm bench serve``'s runs just before and after it.
+
+    The two tools cannot measure at once, and on a shared box vLLM's own tool moves between two
+    runs a minute apart. Ours agrees when it lies within ``tolerance`` of the span of the two
+    runs around it: linear drift is cancelled, and vLLM's own drift is reported next to the gap.
+    """
+    low, high = min(before, after), max(before, after)
+    return {
+        "vllm_before": round(before, 3),
+        "bench": round(ours, 3),
+        "vllm_after": round(after, 3),
+        "gap_to_vllm_mean": round(ours / ((before + after) / 2) - 1, 4),
+        "vllm_drift": round(after / before - 1, 4),
+        "within": low * (1 - tolerance) <= ours <= high * (1 + tolerance),
+    }
+
+
+def bench_archive() -> bytes:
+    """A tar of what ``bench`` imports, to unpack in ``/tmp`` of a container (``put_archive``)."""
+    files = [PACKAGE / "__init__.py", PACKAGE / "errors.py", PACKAGE / "output.py"]
+    files += sorted((PACKAGE / "bench").glob("*.py"))
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for path in files:
+            name = f"{BENCH_DIR.rsplit('/', 1)[1]}/orchestrator/{path.relative_to(PACKAGE)}"
+            info = tarfile.TarInfo(name)
+            data = path.read_bytes()
+            info.size, info.mode = len(data), 0o644
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def bench_argv(shape: Shape, *, base_url: str) -> list[str]:
+    """``bench`` for one level of ``shape``, run by the container's python from ``BENCH_DIR``,
+    its JSON document written to ``BENCH_RESULT``."""
+    return [
+        "python3",
+        "-c",
+        _BENCH_MAIN,
+        BENCH_DIR,
+        "bench",
+        "--base-url",
+        base_url,
+        "--concurrency",
+        str(shape.concurrency),
+        "--prompt-tokens",
+        str(shape.prompt_tokens),
+        "--output-tokens",
+        str(shape.output_tokens),
+        "--requests-per-level",
+        str(shape.requests),
+        "--json-out",
+        BENCH_RESULT,
+        "--quiet",
+    ]

@@ -82,8 +82,7 @@ def test_ladder_c1_c2_every_field_consistent(live: Live, tmp_path: Path) -> None
 FIDELITY = vllm_reference.Shape(prompt_tokens=64, output_tokens=48, requests=8, concurrency=2)
 
 
-@pytest.fixture(scope="module")
-def vllm_detailed(live: Live) -> dict[str, Any]:
+def run_vllm_bench_serve(live: Live) -> dict[str, Any]:
     """One ``vllm bench serve`` run inside the model container against the same server."""
     argv = vllm_reference.argv(
         FIDELITY,
@@ -97,6 +96,11 @@ def vllm_detailed(live: Live) -> dict[str, Any]:
     assert code == 0
     result: dict[str, Any] = json.loads(raw)
     return result
+
+
+@pytest.fixture(scope="module")
+def vllm_detailed(live: Live) -> dict[str, Any]:
+    return run_vllm_bench_serve(live)
 
 
 def test_summary_definitions_equal_vllm_bench_serve_on_its_own_measurements(
@@ -129,40 +133,55 @@ def test_summary_definitions_equal_vllm_bench_serve_on_its_own_measurements(
     assert mine.output_tok_s >= theirs["output_throughput"]
 
 
-def test_bench_measures_like_vllm_bench_serve_on_the_same_server(
-    live: Live, vllm_detailed: dict[str, Any], tmp_path: Path
-) -> None:
-    """Same server, same shape, greedy, ignore_eos, back to back: the same work, the same scale.
+def run_bench_in_container(live: Live) -> dict[str, Any]:
+    """bench with the fidelity shape, run inside the model container beside vLLM's client."""
+    assert live.container.put_archive("/tmp", vllm_reference.bench_archive())
+    argv = vllm_reference.bench_argv(FIDELITY, base_url="http://127.0.0.1:8000")
+    code, out = live.container.exec_run(argv)
+    assert code == 0, out.decode(errors="replace")[-3000:]
+    code, raw = live.container.exec_run(["cat", vllm_reference.BENCH_RESULT])
+    assert code == 0
+    summary: dict[str, Any] = json.loads(raw)["levels"][0]["summary"]
+    return summary
 
-    Token counts must be equal. Timings are measured in two separate runs on a shared 2-core
-    box, so they are only held to a factor of 2: that catches a clock started or stopped at the
-    wrong point (TTFT at the response headers, say) or a unit slip, not the box's noise. The
-    10% comparison is a benchmark, ``benchmarks/fidelity/run.py``, which alternates several
-    rounds and prints them all.
+
+def test_fidelity_bench_within_10_percent_of_vllm_bench_serve(
+    live: Live, vllm_detailed: dict[str, Any]
+) -> None:
+    """Same server, same shape, greedy, ignore_eos: output throughput and mean TTFT within 10%.
+
+    Both clients run inside the model container, so they share its CPU share and loopback path
+    (from the host, bench competes with every host process: 15-30% on TTFT when the box is
+    busy, measured). The two tools cannot measure at once, and on this shared 2-core box vLLM's
+    own tool moves by more than 10% between two runs a minute apart. So bench runs between two
+    vLLM runs and must lie within 10% of their span (``vllm_reference.bracketed``): drift
+    cancels, a real disagreement does not. If a load spike lands on bench's run alone, one more
+    bracket is run (bench, then vLLM again). Every bracket is printed with the gap to vLLM's
+    mean and vLLM's own drift; the side-by-side benchmark is ``benchmarks/fidelity/run.py``.
     """
-    shape = FIDELITY
-    document = bench(
-        live,
-        tmp_path / "ours.json",
-        "--concurrency",
-        str(shape.concurrency),
-        "--prompt-tokens",
-        str(shape.prompt_tokens),
-        "--output-tokens",
-        str(shape.output_tokens),
-        "--requests-per-level",
-        str(shape.requests),
-    )
-    mine = document["levels"][0]["summary"]
-    theirs = vllm_detailed
-    print("vllm bench serve:", {k: theirs[k] for k in ("output_throughput", "mean_ttft_ms")})
-    print("bench:", mine["output_tok_s"], mine["ttft"]["mean"] * 1000)
-    assert mine["completed"] == theirs["completed"] == shape.requests
-    assert mine["output_tokens"] == theirs["total_output_tokens"]
-    assert mine["output_tokens"] == shape.requests * shape.output_tokens
-    assert 0.5 <= mine["output_tok_s"] / theirs["output_throughput"] <= 2.0
-    assert 0.5 <= mine["ttft"]["mean"] * 1000 / theirs["mean_ttft_ms"] <= 2.0
-    assert 0.5 <= mine["tpot"]["mean"] * 1000 / theirs["mean_tpot_ms"] <= 2.0
+    before = vllm_detailed
+    brackets: list[dict[str, Any]] = []
+    for _ in range(2):
+        mine = run_bench_in_container(live)
+        after = run_vllm_bench_serve(live)
+        for theirs in (before, after):
+            assert mine["completed"] == theirs["completed"] == FIDELITY.requests
+            assert mine["output_tokens"] == theirs["total_output_tokens"]
+        assert mine["output_tokens"] == FIDELITY.requests * FIDELITY.output_tokens
+        bracket = {
+            "output_tok_s": vllm_reference.bracketed(
+                before["output_throughput"], after["output_throughput"], mine["output_tok_s"], 0.10
+            ),
+            "mean_ttft_ms": vllm_reference.bracketed(
+                before["mean_ttft_ms"], after["mean_ttft_ms"], mine["ttft"]["mean"] * 1000, 0.10
+            ),
+        }
+        brackets.append(bracket)
+        print("fidelity bracket", len(brackets), json.dumps(bracket))
+        if all(verdict["within"] for verdict in bracket.values()):
+            break
+        before = after
+    assert all(verdict["within"] for verdict in brackets[-1].values()), brackets
 
 
 def test_canary_baseline_passes_twice_and_tampered_fails(
