@@ -35,7 +35,7 @@ import httpx
 from orchestrator import output
 from orchestrator.bench.cli import add_base_url
 from orchestrator.bench.progress import Progress
-from orchestrator.bench.runner import server_info
+from orchestrator.bench.runner import no_model, server_info
 from orchestrator.errors import ModelSlotError
 
 KIND = "model-slot-canary"
@@ -222,7 +222,7 @@ async def run_canary(config: CanaryConfig, progress: Progress) -> dict[str, Any]
         info = await server_info(client, config.base_url)
         model = config.model or info["model"]
         if not model:
-            raise ModelSlotError(f"{config.base_url}/v1/models lists no model; is it up?")
+            raise no_model(config.base_url, info)
         status = info["status"] if isinstance(info["status"], dict) else None
         profile = status.get("model_slot") if status else None
         image = config.image

@@ -48,6 +48,20 @@ class ProfileFile:
         return None
 
 
+def suggest(name: str, known: list[str]) -> str:
+    """A hint for a profile name that does not exist: the profiles whose dash-separated words
+    include all of the name's (``gemma4-12b-c8`` finds ``gemma4-12b-it-int4-autoround-c8``,
+    shortest first), else the closest spelling, else the command that lists them."""
+    words = set(name.split("-"))
+    having = sorted((k for k in known if words <= set(k.split("-"))), key=lambda k: (len(k), k))
+    if not having:
+        having = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    if not having:
+        return "`python -m orchestrator list`"
+    more = f" (and {len(having) - 3} more)" if len(having) > 3 else ""
+    return f"did you mean {' or '.join(having[:3])}{more}?"
+
+
 def parse_file(path: Path) -> ProfileFile:
     """Read one env-file. Syntax problems are kept on the result, so that they are reported
     together with the value problems; only an unreadable file raises."""
@@ -313,9 +327,7 @@ class ProfileStore:
     def load(self, name: str) -> Profile:
         """Resolve and validate one profile. Raises ProfileError with every problem found."""
         if not self.path(name).exists():
-            known = self.names()
-            match = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
-            hint = f"did you mean {match[0]}?" if match else "`python -m orchestrator list`"
+            hint = suggest(name, self.names())
             raise ProfileError(
                 [ProfileProblem(self.path(name), None, None, None, "no such profile", hint)]
             )

@@ -14,7 +14,7 @@ from orchestrator.bench import report
 from orchestrator.bench.client import make_client
 from orchestrator.bench.probes import run_probes
 from orchestrator.bench.progress import Progress
-from orchestrator.bench.runner import LevelResult, run_level, server_info, warm
+from orchestrator.bench.runner import LevelResult, no_model, run_level, server_info, warm
 from orchestrator.bench.workload import PromptBuilder, ServerTokenizer, Shape, Workload
 from orchestrator.errors import ModelSlotError
 
@@ -47,9 +47,7 @@ async def run_bench(config: BenchConfig, progress: Progress) -> dict[str, Any]:
         info = await server_info(client, config.base_url)
         model = config.model or info["model"]
         if not model:
-            raise ModelSlotError(
-                f"{config.base_url}/v1/models lists no model; is the endpoint up? (or pass --model)"
-            )
+            raise no_model(config.base_url, info)
         builder = PromptBuilder(
             ServerTokenizer(client, config.base_url, model),
             chat=config.shape.chat,

@@ -18,6 +18,7 @@ import httpx
 from orchestrator.bench.client import RequestRecord, completion_payload, stream_request
 from orchestrator.bench.metrics import LevelSummary, summarize
 from orchestrator.bench.workload import Prompt, Shape, Workload
+from orchestrator.errors import ModelSlotError
 
 ProgressFn = Callable[[str, int | None, int | None], None]
 
@@ -100,9 +101,11 @@ async def warm(client: httpx.AsyncClient, base_url: str, model: str, workload: W
 
 
 async def server_info(client: httpx.AsyncClient, base_url: str) -> dict[str, Any]:
-    """``/v1/models`` and, when a frontdoor answers, ``/status``. Missing parts are None."""
+    """``/v1/models`` and, when a frontdoor answers, ``/status``. Missing parts are None;
+    ``models_problem`` then says why there is no model (for an error that teaches)."""
     base = base_url.rstrip("/")
     info: dict[str, Any] = {"models": None, "status": None, "model": None, "max_model_len": None}
+    info["models_problem"] = None
     try:
         response = await client.get(f"{base}/v1/models")
         if response.status_code == 200:
@@ -111,8 +114,14 @@ async def server_info(client: httpx.AsyncClient, base_url: str) -> dict[str, Any
             if data:
                 info["model"] = data[0].get("id")
                 info["max_model_len"] = data[0].get("max_model_len")
-    except (httpx.HTTPError, ValueError):
-        pass
+            else:
+                info["models_problem"] = "it lists no model"
+        else:
+            info["models_problem"] = f"HTTP {response.status_code}: {response.text[:300]}"
+    except httpx.HTTPError as exc:
+        info["models_problem"] = f"cannot reach it ({type(exc).__name__}: {exc})"
+    except (ValueError, AttributeError) as exc:
+        info["models_problem"] = f"the answer is not an OpenAI model list ({exc})"
     try:
         response = await client.get(f"{base}/status")
         if response.status_code == 200:
@@ -120,3 +129,11 @@ async def server_info(client: httpx.AsyncClient, base_url: str) -> dict[str, Any
     except (httpx.HTTPError, ValueError):
         pass
     return info
+
+
+def no_model(base_url: str, info: dict[str, Any]) -> ModelSlotError:
+    """The error when ``server_info`` found no model to use."""
+    return ModelSlotError(
+        f"no model at {base_url.rstrip('/')}/v1/models: {info['models_problem']}. "
+        "Is the endpoint up (`python -m orchestrator status`)? Or pass --model."
+    )

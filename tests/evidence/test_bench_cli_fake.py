@@ -74,3 +74,22 @@ def test_failed_requests_make_a_nonzero_exit(fake: FakeServer, tmp_path: Path) -
     assert run_bench(fake, tmp_path / "x.json") == 1
     doc = json.loads((tmp_path / "x.json").read_text())
     assert doc["levels"][0]["summary"]["failed"] == 2
+
+
+def test_no_model_says_why_and_what_to_do(
+    fake: FakeServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Nothing listening, or a frontdoor-style 503: the error names the cause, not a guess."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{sock.getsockname()[1]}"  # bound, never listening
+        assert main(["bench", "--base-url", closed, "--concurrency", "1", "--quiet"]) != 0
+    err = capsys.readouterr().err
+    assert f"no model at {closed}/v1/models: cannot reach it (ConnectError" in err
+    assert "python -m orchestrator status" in err
+
+    missing = fake.base_url + "/nowhere"
+    assert main(["canary", "--base-url", missing, "--quiet"]) != 0
+    assert f"no model at {missing}/v1/models: HTTP 404" in capsys.readouterr().err

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.errors import ProfileError
-from orchestrator.profiles import ProfileStore, parse_file
+from orchestrator.profiles import ProfileStore, parse_file, suggest
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = ProfileStore(REPO / "profiles")
@@ -295,3 +295,12 @@ def test_frontdoor_keys_do_not_reach_the_model_container(tmp_path: Path) -> None
     assert "MODEL_DIR" not in env
     assert profile.frontdoor_limits()["max_active_generations"] == 3
     assert profile.model_dir(Path("/models")) == Path("/models/m")
+
+
+def test_a_missing_profile_suggests_the_ones_with_all_its_words() -> None:
+    known = ProfileStore(REPO / "profiles").names()
+    hint = suggest("gemma4-12b-c8", known)
+    assert hint.startswith("did you mean gemma4-12b-it-int4-autoround-c8 or ")  # shortest first
+    assert "(and 3 more)" in hint
+    assert suggest("cpu-smolm", known) == "did you mean cpu-smollm2-135m?"  # spelling
+    assert suggest("zzz", known) == "`python -m orchestrator list`"
