@@ -91,6 +91,9 @@ def test_image_non_root_persistent_route_clean_stop(frontdoor_container: Any) ->
     assert status["model_slot"]["name"] == "image-test"
     assert status["frontdoor"]["max_active_generations"] == 2
     assert status["route"]["origin"] == "restored from /var/lib/frontdoor/route.json"
+    # Its upstream does not answer, so the restored route is held as switching, not served 502s.
+    assert status["route"]["state"] == "switching"
+    assert "waiting for http://127.0.0.1:9 to answer" in status["route"]["reason"]
 
     container.stop(timeout=20)
     container.reload()

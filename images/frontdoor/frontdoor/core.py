@@ -8,9 +8,11 @@ The route is persisted after it is applied: a full disk must not keep a new mode
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import time
+from urllib.parse import urlsplit
 
 from . import route as route_mod
 from .admission import Admission
@@ -85,6 +87,46 @@ class Frontdoor:
             log.error("%s", self.persist_error)
             raise
 
+    async def confirm_restored_route(self, interval_s: float = 1.0) -> None:
+        """Serve a route restored from disk only once its upstream answers.
+
+        After a reboot the restored route still says ``serving``, but the model container it
+        names may not exist yet: the orchestrator is about to create it. Answering 502 from that
+        stale route would be wrong, so until the upstream accepts a TCP connection the route is
+        ``switching`` in memory (never persisted): generations are held as during a switch, and
+        ``/status`` says why. When the model is up (a frontdoor restart) that lasts one local
+        connect. An admin ``PUT`` ends the wait at once (the orchestrator knows better);
+        otherwise the restored route comes back as soon as its upstream answers.
+        """
+        restored = self.route
+        if not self.route_origin.startswith("restored") or restored.state != "serving":
+            return
+        waiting = restored.model_copy(
+            update={
+                "state": "switching",
+                "upstream": None,
+                "reason": f"restored route: waiting for {restored.upstream} to answer, "
+                "or for the orchestrator to set the route",
+            }
+        )
+        self.route = waiting
+        self._apply()
+        announced = False
+        # Route changes happen on this loop only, so identity tells whether the admin API
+        # replaced the route meanwhile.
+        while self.route is waiting:
+            if await _accepts(restored.upstream_base, interval_s):
+                if self.route is waiting:
+                    self.route = restored
+                    self._apply()
+                    if announced:
+                        log.warning("restored route: %s answers; serving it", restored.upstream)
+                return
+            if not announced:
+                log.warning("%s", waiting.reason)
+                announced = True
+            await asyncio.sleep(interval_s)  # the re-probe cadence
+
     def set_paused(self, paused: bool) -> None:
         self.paused = paused
         self._apply()
@@ -118,3 +160,15 @@ class Frontdoor:
         for key in keys:  # compare against every key so timing does not reveal which matched
             ok |= hmac.compare_digest(offered, key.encode())
         return ok
+
+
+async def _accepts(base: str, timeout_s: float) -> bool:
+    """Whether ``base`` (``http://host:port``) accepts a TCP connection within ``timeout_s``."""
+    url = urlsplit(base)
+    try:
+        async with asyncio.timeout(timeout_s):
+            _, writer = await asyncio.open_connection(url.hostname, url.port or 80)
+    except (OSError, TimeoutError):
+        return False
+    writer.close()
+    return True

@@ -126,10 +126,12 @@ class Servers:
         self.admin.should_exit = True
 
     async def serve(self) -> None:
+        confirm = asyncio.ensure_future(self.fd.confirm_restored_route())
         try:
             await asyncio.gather(
                 self.public.serve(sockets=[self.sockets[0]]),
                 self.admin.serve(sockets=[self.sockets[1]]),
             )
         finally:
+            confirm.cancel()
             await self.fd.aclose()

@@ -37,9 +37,12 @@ class Seen:
 
 
 class FakeUpstream:
-    def __init__(self) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
+    def __init__(self, sock: socket.socket | None = None) -> None:
+        """``sock``: a socket already bound (not yet listening), to serve a port chosen earlier."""
+        if sock is None:
+            sock = socket.socket()
+            sock.bind(("127.0.0.1", 0))
+        self.sock = sock
         self.sock.listen(128)
         self.port = self.sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"

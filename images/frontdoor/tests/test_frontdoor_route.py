@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -192,6 +193,8 @@ def test_route_persists_across_a_restart(
     first.stop()
 
     second = start_frontdoor(state_dir=state_dir)
+    # Held as ``switching`` until the restored upstream accepts a connection: one local connect.
+    assert second.wait(lambda: second.fd.route.state == "serving")
     assert second.fd.route.upstream == upstream.url
     status = httpx.get(second.url + "/status").json()
     assert status["model_slot"]["name"] == "gemma-c8"
@@ -208,3 +211,56 @@ def test_an_unreadable_persisted_route_falls_back_to_the_environment(
     front = start_frontdoor(state_dir=state_dir, backend_url=upstream.url)
     assert front.fd.route.state == "serving"
     assert "ignoring unreadable" in front.fd.route_origin
+
+
+def _restored_route_to_a_closed_port(state_dir: Path) -> tuple[socket.socket, str]:
+    """A persisted ``serving`` route whose upstream port is bound but not listening yet (the
+    model container of a rebooted host that the orchestrator has not created yet)."""
+    reserved = socket.socket()
+    reserved.bind(("127.0.0.1", 0))
+    url = f"http://127.0.0.1:{reserved.getsockname()[1]}"
+    state_dir.mkdir()
+    (state_dir / "route.json").write_text(json.dumps(_route(url, switch_hold_s=30)))
+    return reserved, url
+
+
+def test_a_restored_route_is_held_until_its_upstream_answers_not_502(
+    start_frontdoor, state_dir: Path
+) -> None:
+    reserved, url = _restored_route_to_a_closed_port(state_dir)
+    saved = (state_dir / "route.json").read_text()
+    front = start_frontdoor(state_dir=state_dir)
+    status = httpx.get(front.url + "/status").json()
+    assert status["route"]["state"] == "switching"
+    assert f"waiting for {url} to answer" in status["route"]["reason"]
+    with ThreadPoolExecutor(1) as pool:
+        held = pool.submit(_stream, front.url)
+        assert front.wait(lambda: front.fd.admission.queued == 1)  # held, not a 502
+        late = FakeUpstream(reserved)  # the model comes up on the restored address
+        try:
+            code, _, body = held.result(timeout=30)
+        finally:
+            late.stop()
+    assert code == 200 and body.endswith(b"data: [DONE]\n\n")
+    assert front.fd.route.state == "serving" and front.fd.route.upstream == url
+    assert (state_dir / "route.json").read_text() == saved  # the wait was never persisted
+
+
+def test_an_admin_route_ends_the_wait_for_a_restored_one(
+    upstream: FakeUpstream, start_frontdoor, state_dir: Path
+) -> None:
+    reserved, _ = _restored_route_to_a_closed_port(state_dir)
+    front = start_frontdoor(state_dir=state_dir)
+    with ThreadPoolExecutor(1) as pool:
+        held = pool.submit(_stream, front.url)
+        assert front.wait(lambda: front.fd.admission.queued == 1)
+        front.put_route(**_route(upstream.url))  # what the orchestrator does at boot
+        code, _, _ = held.result(timeout=30)
+    assert code == 200 and upstream.wait_requests(1)
+    # The admin's route stays, even once the old address answers.
+    late = FakeUpstream(reserved)
+    try:
+        assert not front.wait(lambda: front.fd.route.upstream != upstream.url, timeout=2.5)
+    finally:
+        late.stop()
+    assert front.fd.route_origin == "admin API"
