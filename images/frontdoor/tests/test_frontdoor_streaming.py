@@ -5,9 +5,34 @@ from __future__ import annotations
 import json
 import statistics
 import time
+from collections.abc import Iterator
 
 import httpx
 from fd_fakes import FakeUpstream
+
+
+def _events(url: str, headers: dict[str, str]) -> Iterator[tuple[int, float]]:
+    """Stream a chat through ``url``; yield ``(event number, arrival time)`` as each arrives."""
+    with (
+        httpx.Client(timeout=httpx.Timeout(10, read=20)) as client,
+        client.stream(
+            "POST",
+            url + "/v1/chat/completions",
+            json={"model": "m", "stream": True, "messages": []},
+            headers=headers,
+        ) as response,
+    ):
+        assert response.status_code == 200
+        assert response.headers["x-accel-buffering"] == "no"
+        assert response.headers["content-type"].startswith("text/event-stream")
+        buffer = b""
+        for chunk in response.iter_raw():
+            now = time.monotonic()
+            buffer += chunk
+            while b"\n\n" in buffer:
+                event, buffer = buffer.split(b"\n\n", 1)
+                if b'"i"' in event:
+                    yield json.loads(event.removeprefix(b"data: "))["i"], now
 
 
 def test_each_event_reaches_the_client_before_the_upstream_sends_the_next(
@@ -22,27 +47,9 @@ def test_each_event_reaches_the_client_before_the_upstream_sends_the_next(
     """
     front = start_frontdoor(backend_url=upstream.url)
     received: list[int] = []
-    with (
-        httpx.Client(timeout=httpx.Timeout(10, read=20)) as client,
-        client.stream(
-            "POST",
-            front.url + "/v1/chat/completions",
-            json={"model": "m", "stream": True, "messages": []},
-            headers={"x-fake-sse": "8", "x-fake-step": "lockstep"},
-        ) as response,
-    ):
-        assert response.status_code == 200
-        assert response.headers["x-accel-buffering"] == "no"
-        assert response.headers["content-type"].startswith("text/event-stream")
-        buffer = b""
-        for chunk in response.iter_raw():
-            buffer += chunk
-            while b"\n\n" in buffer:
-                event, buffer = buffer.split(b"\n\n", 1)
-                if b'"i"' in event:
-                    index = json.loads(event.removeprefix(b"data: "))["i"]
-                    received.append(index)
-                    upstream.release(f"lockstep-{index + 1}")
+    for index, _ in _events(front.url, {"x-fake-sse": "8", "x-fake-step": "lockstep"}):
+        received.append(index)
+        upstream.release(f"lockstep-{index + 1}")
     assert received == list(range(8))
     assert len(upstream.seen[0].sent_at) == 8
 
@@ -56,28 +63,7 @@ def test_each_event_reaches_the_client_within_a_few_ms_of_being_sent(
     is the one that cannot be fooled by load either way.
     """
     front = start_frontdoor(backend_url=upstream.url)
-    arrivals: dict[int, float] = {}
-    with (
-        httpx.Client(timeout=10) as client,
-        client.stream(
-            "POST",
-            front.url + "/v1/chat/completions",
-            json={"model": "m", "stream": True, "messages": []},
-            headers={"x-fake-sse": "8", "x-fake-interval": "0.04"},
-        ) as response,
-    ):
-        assert response.status_code == 200
-        assert response.headers["x-accel-buffering"] == "no"
-        assert response.headers["content-type"].startswith("text/event-stream")
-        buffer = b""
-        for chunk in response.iter_raw():
-            now = time.monotonic()
-            buffer += chunk
-            while b"\n\n" in buffer:
-                event, buffer = buffer.split(b"\n\n", 1)
-                data = json.loads(event.removeprefix(b"data: ")) if b'"i"' in event else None
-                if data is not None:
-                    arrivals[data["i"]] = now
+    arrivals = dict(_events(front.url, {"x-fake-sse": "8", "x-fake-interval": "0.04"}))
     sent = upstream.seen[0].sent_at
     assert sorted(arrivals) == list(range(8))
     lags_ms = [(arrivals[i] - sent[i]) * 1000 for i in range(8)]
