@@ -98,7 +98,6 @@ class Admission:
             for w in self._waiters:
                 w.deadline = max(w.deadline, now + queue_timeout_s)
         self._pump()
-        self._notify()  # the state may have changed: wake ``wait_until`` watchers
         self._notify()
 
     # -- the request side -----------------------------------------------------------------
