@@ -43,26 +43,10 @@ from orchestrator.slot import Slot, SlotConfig  # noqa: E402
 TARGET_GAP = 0.10
 
 
-def run_vllm(container: Any, shape: vllm_reference.Shape, model: str, tokenizer: str) -> Any:
-    argv = vllm_reference.argv(
-        shape, model=model, tokenizer=tokenizer, base_url="http://127.0.0.1:8000"
-    )
-    code, out = container.exec_run(argv)
-    if code != 0:
-        raise SystemExit(f"vllm bench serve failed ({code}):\n{out.decode(errors='replace')}")
-    code, raw = container.exec_run(["cat", vllm_reference.RESULT_PATH])
-    return json.loads(raw)
-
-
 def run_bench(target: Any, shape: vllm_reference.Shape, work: Path) -> Any:
     """``target``: the model container to run bench in, or the base URL to run it against."""
     if not isinstance(target, str):
-        argv = vllm_reference.bench_argv(shape, base_url="http://127.0.0.1:8000")
-        code, out = target.exec_run(argv)
-        if code != 0:
-            raise SystemExit(f"bench in the container failed ({code}):\n{out.decode()}")
-        code, raw = target.exec_run(["cat", vllm_reference.BENCH_RESULT])
-        return json.loads(raw)["levels"][0]["summary"]
+        return vllm_reference.run_bench(target, shape)
     out = work / "bench.json"
     argv = ["bench", "--base-url", target, "--json-out", str(out), "--quiet"]
     argv += ["--concurrency", str(shape.concurrency), "--prompt-tokens", str(shape.prompt_tokens)]
@@ -80,11 +64,11 @@ def one_round(
     vllm_first = number % 2 == 1
     print(f"round {number}: {'vllm first' if vllm_first else 'bench first'}", file=sys.stderr)
     if vllm_first:
-        theirs = run_vllm(container, shape, *names)
+        theirs = vllm_reference.run_vllm(container, shape, model=names[0], tokenizer=names[1])
         mine = run_bench(target, shape, work)
     else:
         mine = run_bench(target, shape, work)
-        theirs = run_vllm(container, shape, *names)
+        theirs = vllm_reference.run_vllm(container, shape, model=names[0], tokenizer=names[1])
     row = {
         "round": number,
         "first": "vllm" if vllm_first else "bench",
@@ -147,8 +131,6 @@ def main() -> int:
         container = slot.client.containers.get(args.container)
         port = container.attrs["NetworkSettings"]["Ports"][f"{profile.container_port}/tcp"]
         base_url = f"http://127.0.0.1:{port[0]['HostPort']}"
-    if args.bench_in == "container":
-        container.put_archive("/tmp", vllm_reference.bench_archive())
     names = [profile.served_model_name, profile.get("VLLM_MODEL")]
     try:
         target = container if args.bench_in == "container" else base_url

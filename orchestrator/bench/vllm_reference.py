@@ -14,12 +14,14 @@ other host process instead, and on a busy 2-core box that alone moved TTFT by 15
 from __future__ import annotations
 
 import io
+import json
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from orchestrator.bench.client import RequestRecord
+from orchestrator.errors import ModelSlotError
 
 PACKAGE = Path(__file__).resolve().parents[1]
 BENCH_DIR = "/tmp/modelslot-bench"  # noqa: S108 (inside the vLLM container)
@@ -177,3 +179,32 @@ def bench_argv(shape: Shape, *, base_url: str) -> list[str]:
         BENCH_RESULT,
         "--quiet",
     ]
+
+
+LOOPBACK = "http://127.0.0.1:8000"  # the server, as seen from inside its own container
+
+
+def run_vllm(container: Any, shape: Shape, *, model: str, tokenizer: str) -> dict[str, Any]:
+    """``vllm bench serve`` inside ``container`` (a docker SDK container): its detailed result."""
+    argv_ = argv(shape, model=model, tokenizer=tokenizer, base_url=LOOPBACK)
+    result: dict[str, Any] = _exec_json(container, argv_, RESULT_PATH, "vllm bench serve")
+    return result
+
+
+def run_bench(container: Any, shape: Shape) -> dict[str, Any]:
+    """``bench`` inside ``container``, beside vLLM's client: the level's summary."""
+    container.put_archive(BENCH_DIR.rsplit("/", 1)[0], bench_archive())
+    document = _exec_json(container, bench_argv(shape, base_url=LOOPBACK), BENCH_RESULT, "bench")
+    summary: dict[str, Any] = document["levels"][0]["summary"]
+    return summary
+
+
+def _exec_json(container: Any, command: list[str], path: str, what: str) -> Any:
+    code, out = container.exec_run(command)
+    if code != 0:
+        tail = out.decode(errors="replace")[-3000:]
+        raise ModelSlotError(f"{what} failed in {container.name} (exit {code}):\n{tail}")
+    code, raw = container.exec_run(["cat", path])
+    if code != 0:
+        raise ModelSlotError(f"{what} left no result at {path} in {container.name}")
+    return json.loads(raw)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -84,3 +85,24 @@ def live_baseline(live: Live, tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     assert code == 0, "saving the canary baseline failed"
     return path
+
+
+def run_soak(
+    capsys: pytest.CaptureFixture[str],
+    base_url: str,
+    out_dir: Path,
+    *,
+    duration_s: str,
+    interval_s: str,
+    prompt_tokens: str,
+    output_tokens: str,
+    extra: tuple[str, ...] = (),
+) -> tuple[int, dict[str, Any]]:
+    """``soak --json`` as the CLI runs it: its exit code and the summary it printed."""
+    from orchestrator.cli import main
+
+    argv = ["soak", "--base-url", base_url, "--duration-s", duration_s, "--interval-s", interval_s]
+    argv += ["--prompt-tokens", prompt_tokens, "--output-tokens", output_tokens, *extra]
+    code = main([*argv, "--out-dir", str(out_dir), "--quiet", "--json"])
+    summary: dict[str, Any] = json.loads(capsys.readouterr().out)
+    return code, summary

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 
 import pytest
@@ -79,9 +80,7 @@ def test_failed_requests_make_a_nonzero_exit(fake: FakeServer, tmp_path: Path) -
 def test_no_model_says_why_and_what_to_do(
     fake: FakeServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Nothing listening, or a frontdoor-style 503: the error names the cause, not a guess."""
-    import socket
-
+    """Nothing listening, or an HTTP error (here 404): the error names the cause, not a guess."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         closed = f"http://127.0.0.1:{sock.getsockname()[1]}"  # bound, never listening

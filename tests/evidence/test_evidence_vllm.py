@@ -20,7 +20,7 @@ from orchestrator.bench import vllm_reference
 from orchestrator.bench.metrics import summarize
 from orchestrator.cli import main
 
-from .conftest import REPO, Live
+from .conftest import REPO, Live, run_soak
 
 pytestmark = [pytest.mark.docker, pytest.mark.vllm]
 
@@ -84,18 +84,10 @@ FIDELITY = vllm_reference.Shape(prompt_tokens=64, output_tokens=48, requests=8, 
 
 def run_vllm_bench_serve(live: Live) -> dict[str, Any]:
     """One ``vllm bench serve`` run inside the model container against the same server."""
-    argv = vllm_reference.argv(
-        FIDELITY,
-        model=live.served_model_name,
-        tokenizer=live.profile.get("VLLM_MODEL") or "",
-        base_url="http://127.0.0.1:8000",
+    model_dir = live.profile.get("VLLM_MODEL") or ""
+    return vllm_reference.run_vllm(
+        live.container, FIDELITY, model=live.served_model_name, tokenizer=model_dir
     )
-    code, out = live.container.exec_run(argv)
-    assert code == 0, out.decode(errors="replace")[-3000:]
-    code, raw = live.container.exec_run(["cat", vllm_reference.RESULT_PATH])
-    assert code == 0
-    result: dict[str, Any] = json.loads(raw)
-    return result
 
 
 @pytest.fixture(scope="module")
@@ -133,18 +125,6 @@ def test_summary_definitions_equal_vllm_bench_serve_on_its_own_measurements(
     assert mine.output_tok_s >= theirs["output_throughput"]
 
 
-def run_bench_in_container(live: Live) -> dict[str, Any]:
-    """bench with the fidelity shape, run inside the model container beside vLLM's client."""
-    assert live.container.put_archive("/tmp", vllm_reference.bench_archive())
-    argv = vllm_reference.bench_argv(FIDELITY, base_url="http://127.0.0.1:8000")
-    code, out = live.container.exec_run(argv)
-    assert code == 0, out.decode(errors="replace")[-3000:]
-    code, raw = live.container.exec_run(["cat", vllm_reference.BENCH_RESULT])
-    assert code == 0
-    summary: dict[str, Any] = json.loads(raw)["levels"][0]["summary"]
-    return summary
-
-
 def test_fidelity_bench_within_10_percent_of_vllm_bench_serve(
     live: Live, vllm_detailed: dict[str, Any]
 ) -> None:
@@ -162,7 +142,7 @@ def test_fidelity_bench_within_10_percent_of_vllm_bench_serve(
     before = vllm_detailed
     brackets: list[dict[str, Any]] = []
     for _ in range(2):
-        mine = run_bench_in_container(live)
+        mine = vllm_reference.run_bench(live.container, FIDELITY)
         after = run_vllm_bench_serve(live)
         for theirs in (before, after):
             assert mine["completed"] == theirs["completed"] == FIDELITY.requests
@@ -262,30 +242,17 @@ def test_gate_passes_on_the_cpu_profile_and_promotes_a_copy(
 def test_soak_short_interval_ends_cleanly(
     live: Live, live_baseline: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code = main(
-        [
-            "soak",
-            "--base-url",
-            live.base_url,
-            "--duration-s",
-            "24",
-            "--interval-s",
-            "12",
-            "--prompt-tokens",
-            "32",
-            "--output-tokens",
-            "16",
-            "--canary-expect",
-            "baseline",
-            "--baseline",
-            str(live_baseline),
-            "--out-dir",
-            str(tmp_path),
-            "--quiet",
-            "--json",
-        ]
+    baseline = ("--canary-expect", "baseline", "--baseline", str(live_baseline))
+    code, summary = run_soak(
+        capsys,
+        live.base_url,
+        tmp_path,
+        duration_s="24",
+        interval_s="12",
+        prompt_tokens="32",
+        output_tokens="16",
+        extra=baseline,
     )
-    summary = json.loads(capsys.readouterr().out)
     assert code == 0, summary
     # Two 12 s slots in 24 s. A cycle that overran its slot on a loaded box makes the next one
     # a skipped slot, not a bunched-up cycle (the schedule itself is unit-tested on a fake clock).

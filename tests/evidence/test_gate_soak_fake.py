@@ -10,6 +10,7 @@ import pytest
 
 from orchestrator.cli import main
 
+from .conftest import run_soak
 from .fake_server import FakeServer
 from .test_canary_fake import GOOD
 
@@ -93,26 +94,15 @@ def test_soak_cli_rows_and_summary(
     fake: FakeServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     fake.config.replies = dict(GOOD)
-    code = main(
-        [
-            "soak",
-            "--base-url",
-            fake.base_url,
-            "--duration-s",
-            "1.0",
-            "--interval-s",
-            "0.5",
-            "--output-tokens",
-            "4",
-            "--prompt-tokens",
-            "8",
-            "--out-dir",
-            str(tmp_path),
-            "--quiet",
-            "--json",
-        ]
+    code, summary = run_soak(
+        capsys,
+        fake.base_url,
+        tmp_path,
+        duration_s="1.0",
+        interval_s="0.5",
+        prompt_tokens="8",
+        output_tokens="4",
     )
-    summary = json.loads(capsys.readouterr().out)
     assert code == 0, summary
     assert summary["cycles"] == summary["clean_cycles"] == 2
     assert summary["elapsed_s"] >= 1.0
@@ -138,26 +128,15 @@ def test_soak_flags_a_frontdoor_that_is_not_serving(
 ) -> None:
     fake.config.replies = dict(GOOD)
     fake.config.status = {"ok": False, "route": {"state": "switching"}}
-    code = main(
-        [
-            "soak",
-            "--base-url",
-            fake.base_url,
-            "--duration-s",
-            "0.2",
-            "--interval-s",
-            "1",
-            "--output-tokens",
-            "4",
-            "--prompt-tokens",
-            "8",
-            "--out-dir",
-            str(tmp_path),
-            "--quiet",
-            "--json",
-        ]
+    code, summary = run_soak(
+        capsys,
+        fake.base_url,
+        tmp_path,
+        duration_s="0.2",
+        interval_s="1",
+        prompt_tokens="8",
+        output_tokens="4",
     )
-    summary = json.loads(capsys.readouterr().out)
     assert code == 1
     assert summary["cycles"] == 1 and summary["clean_cycles"] == 0
     assert "state=switching" in summary["anomalies"][0]["detail"]
