@@ -8,7 +8,8 @@ or uses a running vLLM container with ``--container NAME``. Each round runs both
 back with the same shape (greedy, ``ignore_eos``, exact prompt length), alternating which goes
 first. vLLM's client runs inside the model container; so does ``bench`` by default (its package
 is copied in), sharing the container's CPU share and loopback path; ``--bench-in host`` runs it
-from this host through the published port instead. The table shows each round's output
+from this host through the published port instead. ``--busy-cores N`` keeps N host processes
+spinning meanwhile, to see the tools on a busy shared box. The table shows each round's output
 throughput and mean TTFT/TPOT from both, and the gap. Target: within 10%.
 
 Rounds are printed as they are, with no retry or bracketing: on a shared 2-core box the load
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import sys
 import tempfile
@@ -41,6 +43,12 @@ from orchestrator.profiles import ProfileStore  # noqa: E402
 from orchestrator.slot import Slot, SlotConfig  # noqa: E402
 
 TARGET_GAP = 0.10
+
+
+def spin() -> None:
+    """A host process that only burns CPU (``--busy-cores``)."""
+    while True:
+        pass
 
 
 def run_bench(target: Any, shape: vllm_reference.Shape, work: Path) -> Any:
@@ -102,6 +110,12 @@ def main() -> int:
         help="run bench inside the model container beside vLLM's client, sharing its CPU share "
         "and loopback path (default), or on this host through the published port",
     )
+    parser.add_argument(
+        "--busy-cores",
+        type=int,
+        default=0,
+        help="keep this many host processes spinning during the rounds (a busy shared box)",
+    )
     parser.add_argument("--json", type=Path, default=None, help="write the result here")
     args = parser.parse_args()
 
@@ -132,16 +146,22 @@ def main() -> int:
         port = container.attrs["NetworkSettings"]["Ports"][f"{profile.container_port}/tcp"]
         base_url = f"http://127.0.0.1:{port[0]['HostPort']}"
     names = [profile.served_model_name, profile.get("VLLM_MODEL")]
+    spinners = [multiprocessing.Process(target=spin, daemon=True) for _ in range(args.busy_cores)]
     try:
+        for spinner in spinners:
+            spinner.start()
         target = container if args.bench_in == "container" else base_url
         rows = [one_round(n, container, target, shape, names) for n in range(1, args.rounds + 1)]
     finally:
+        for spinner in spinners:
+            spinner.terminate()
         if started:
             slot.stop(grace_s=5)
     headers = list(rows[0])
     print(table(headers, [[row[h] for h in headers] for row in rows]))
     result = {"profile": profile.name, "shape": asdict(shape), "target_gap": TARGET_GAP}
     result["bench_in"] = args.bench_in
+    result["busy_cores"] = args.busy_cores
     result["rounds"] = rows
     if args.json:
         write_json(args.json, result)

@@ -8,7 +8,8 @@ checked against vLLM's own summary on the very same measurements.
 ``bench`` can run in the same container too (``bench_archive`` + ``bench_argv``: the bench
 package is stdlib plus httpx, which the vLLM image has). Then both clients share the container's
 CPU share and the same loopback path to the server; a client on the host competes with every
-other host process instead, and on a busy 2-core box that alone moved TTFT by 15-30%.
+other host process instead, which on a busy 2-core box moved TTFT by up to +84%
+(``benchmarks/fidelity/run.py --bench-in host --busy-cores 2``, see docs/evidence.md).
 """
 
 from __future__ import annotations
