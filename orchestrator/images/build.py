@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import tarfile
 import tempfile
@@ -99,7 +100,7 @@ IMAGES: dict[str, ImageDef] = {
     ),
     "orchestrator": ImageDef(
         key="orchestrator",
-        tag="modelslot/orchestrator:local",
+        tag=os.environ.get("MODEL_SLOT_ORCHESTRATOR_IMAGE") or "modelslot/orchestrator:local",
         dockerfile="images/orchestrator/Dockerfile",
         lock="orchestrator",
         context=(
@@ -112,7 +113,7 @@ IMAGES: dict[str, ImageDef] = {
     ),
     "frontdoor": ImageDef(
         key="frontdoor",
-        tag="modelslot/frontdoor:local",
+        tag=os.environ.get("MODEL_SLOT_FRONTDOOR_IMAGE") or "modelslot/frontdoor:local",
         dockerfile="images/frontdoor/Dockerfile",
         lock="frontdoor",
         context=(

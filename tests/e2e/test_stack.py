@@ -31,7 +31,12 @@ from tests.support import wait_until
 pytestmark = [pytest.mark.docker, pytest.mark.vllm, pytest.mark.e2e]
 
 REPO = Path(__file__).resolve().parents[2]
-IMAGES = ("modelslot/frontdoor:local", "modelslot/orchestrator:local", "modelslot/vllm-cpu:local")
+# The same variables compose.yaml reads, so a developer can build and test under other tags.
+IMAGES = (
+    os.environ.get("MODEL_SLOT_FRONTDOOR_IMAGE") or "modelslot/frontdoor:local",
+    os.environ.get("MODEL_SLOT_ORCHESTRATOR_IMAGE") or "modelslot/orchestrator:local",
+    "modelslot/vllm-cpu:local",
+)
 
 
 def free_port() -> int:

@@ -17,7 +17,7 @@ from tests.support import wait_until
 
 pytestmark = pytest.mark.docker
 
-IMAGE = os.environ.get("MODEL_SLOT_TEST_FRONTDOOR_IMAGE", "modelslot/frontdoor:local")
+IMAGE = os.environ.get("MODEL_SLOT_FRONTDOOR_IMAGE") or "modelslot/frontdoor:local"
 TOKEN = "image-test-token"
 LISTENING = re.compile(r"listening on 127\.0\.0\.1:(\d+) \(admin 127\.0\.0\.1:(\d+)\)")
 
