@@ -120,5 +120,10 @@ class Metrics:
             f'frontdoor_route_state{{state="{s}"}} {int(s == state)}'
             for s in ("serving", "switching", "down", "faulted")
         ]
+        lines += [
+            "# HELP frontdoor_generations_total Generation requests finished (any status).",
+            "# TYPE frontdoor_generations_total counter",
+            f"frontdoor_generations_total {self.duration.count}",
+        ]
         lines += self.ttft.render() + self.duration.render() + self.queue_wait.render()
         return ("\n".join(lines) + "\n").encode()

@@ -300,6 +300,7 @@ def test_metrics_count_requests_refusals_and_latency(
     assert 'frontdoor_requests_total{path="other",status="200"} 1' in text
     assert 'frontdoor_refusals_total{type="invalid_request_error"} 1' in text
     assert "frontdoor_generation_duration_seconds_count 2" in text
+    assert "frontdoor_generations_total 2" in text
     assert "frontdoor_time_to_first_byte_seconds_count 1" in text
     assert "frontdoor_active_generations 0" in text
     assert 'frontdoor_route_state{state="serving"} 1' in text
