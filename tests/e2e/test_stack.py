@@ -26,17 +26,14 @@ import httpx
 import openai
 import pytest
 
+from orchestrator.images.build import IMAGES as BUILT
 from tests.support import wait_until
 
 pytestmark = [pytest.mark.docker, pytest.mark.vllm, pytest.mark.e2e]
 
 REPO = Path(__file__).resolve().parents[2]
-# The same variables compose.yaml reads, so a developer can build and test under other tags.
-IMAGES = (
-    os.environ.get("MODEL_SLOT_FRONTDOOR_IMAGE") or "modelslot/frontdoor:local",
-    os.environ.get("MODEL_SLOT_ORCHESTRATOR_IMAGE") or "modelslot/orchestrator:local",
-    "modelslot/vllm-cpu:local",
-)
+# The tags `images build` gives (they follow the same variables compose.yaml reads).
+IMAGES = tuple(BUILT[key].tag for key in ("frontdoor", "orchestrator", "cpu"))
 
 
 def free_port() -> int:

@@ -3,7 +3,6 @@ cleanly on SIGTERM, and refuses in OpenAI shape when the upstream is unreachable
 
 from __future__ import annotations
 
-import os
 import re
 import uuid
 from collections.abc import Iterator
@@ -13,11 +12,12 @@ import docker
 import httpx
 import pytest
 
+from orchestrator.images.build import IMAGES as BUILT
 from tests.support import wait_until
 
 pytestmark = pytest.mark.docker
 
-IMAGE = os.environ.get("MODEL_SLOT_FRONTDOOR_IMAGE") or "modelslot/frontdoor:local"
+IMAGE = BUILT["frontdoor"].tag  # follows MODEL_SLOT_FRONTDOOR_IMAGE, as compose.yaml does
 TOKEN = "image-test-token"
 LISTENING = re.compile(r"listening on 127\.0\.0\.1:(\d+) \(admin 127\.0\.0\.1:(\d+)\)")
 
