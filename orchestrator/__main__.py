@@ -1,5 +1,5 @@
 """``python -m orchestrator``: the operator's command line."""
 
-from orchestrator.cli import main
+from orchestrator.cli.main import main
 
 raise SystemExit(main())

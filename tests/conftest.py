@@ -22,7 +22,7 @@ import httpx
 import pytest
 from testcontainers.core.container import DockerContainer
 
-from orchestrator.profiles import Profile, ProfileStore
+from orchestrator.profiles.store import Profile, ProfileStore
 from tests.support import wait_until
 
 REPO = Path(__file__).resolve().parents[1]

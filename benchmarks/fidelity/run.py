@@ -35,12 +35,12 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from orchestrator.bench import vllm_reference  # noqa: E402
-from orchestrator.cli import main as orchestrator_main  # noqa: E402
+from orchestrator.cli.main import main as orchestrator_main  # noqa: E402
 from orchestrator.config import Paths  # noqa: E402
+from orchestrator.evidence.bench import vllm_reference  # noqa: E402
 from orchestrator.output import table, write_json  # noqa: E402
-from orchestrator.profiles import ProfileStore  # noqa: E402
-from orchestrator.slot import Slot, SlotConfig  # noqa: E402
+from orchestrator.profiles.store import ProfileStore  # noqa: E402
+from orchestrator.slot.docker_slot import Slot, SlotConfig  # noqa: E402
 
 TARGET_GAP = 0.10
 

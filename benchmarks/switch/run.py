@@ -33,14 +33,14 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from orchestrator import facts  # noqa: E402
 from orchestrator.config import Paths  # noqa: E402
-from orchestrator.frontdoor_client import FrontdoorClient  # noqa: E402
-from orchestrator.lock import SlotLock  # noqa: E402
-from orchestrator.profiles import ProfileStore  # noqa: E402
-from orchestrator.slot import Slot, SlotConfig  # noqa: E402
-from orchestrator.state import StateStore  # noqa: E402
-from orchestrator.switch import Switcher  # noqa: E402
+from orchestrator.control.frontdoor_client import FrontdoorClient  # noqa: E402
+from orchestrator.control.lock import SlotLock  # noqa: E402
+from orchestrator.control.state import StateStore  # noqa: E402
+from orchestrator.control.switch import Switcher  # noqa: E402
+from orchestrator.profiles.store import ProfileStore  # noqa: E402
+from orchestrator.slot import facts  # noqa: E402
+from orchestrator.slot.docker_slot import Slot, SlotConfig  # noqa: E402
 
 TARGET_S = 2.0
 

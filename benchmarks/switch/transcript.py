@@ -27,7 +27,7 @@ PY = sys.executable
 
 def wait_reconciled(state_dir: Path) -> None:
     sys.path.insert(0, str(REPO))
-    from orchestrator import controller
+    from orchestrator.control import controller
 
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from orchestrator.profiles import Profile, ProfileStore
+from orchestrator.profiles.store import Profile, ProfileStore
 
 from .fake_server import FakeConfig, FakeServer, serve
 
@@ -69,7 +69,7 @@ def live(request: pytest.FixtureRequest) -> Live:
 def live_baseline(live: Live, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A canary baseline saved from the live server (hashes only: what a tiny model says)."""
     path = tmp_path_factory.mktemp("canary") / "baseline.json"
-    from orchestrator.cli import main
+    from orchestrator.cli.main import main
 
     code = main(
         [
@@ -99,7 +99,7 @@ def run_soak(
     extra: tuple[str, ...] = (),
 ) -> tuple[int, dict[str, Any]]:
     """``soak --json`` as the CLI runs it: its exit code and the summary it printed."""
-    from orchestrator.cli import main
+    from orchestrator.cli.main import main
 
     argv = ["soak", "--base-url", base_url, "--duration-s", duration_s, "--interval-s", interval_s]
     argv += ["--prompt-tokens", prompt_tokens, "--output-tokens", output_tokens, *extra]

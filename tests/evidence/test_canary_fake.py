@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.canary import CASES, RED_PNG_DATA_URL, normalize
-from orchestrator.cli import main
+from orchestrator.cli.main import main
+from orchestrator.evidence.canary import CASES, RED_PNG_DATA_URL, normalize
 
 from .fake_server import FakeServer
 

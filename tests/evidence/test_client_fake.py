@@ -8,13 +8,13 @@ import time
 
 import httpx
 
-from orchestrator.bench.client import (
+from orchestrator.evidence.bench.client import (
     RequestRecord,
     completion_payload,
     make_client,
     stream_request,
 )
-from orchestrator.bench.workload import PromptBuilder, ServerTokenizer
+from orchestrator.evidence.bench.workload import PromptBuilder, ServerTokenizer
 
 from .fake_server import FakeServer
 

@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from orchestrator.bench import vllm_reference
-from orchestrator.bench.metrics import summarize
-from orchestrator.cli import main
+from orchestrator.cli.main import main
+from orchestrator.evidence.bench import vllm_reference
+from orchestrator.evidence.bench.metrics import summarize
 
 from .conftest import REPO, Live, run_soak
 

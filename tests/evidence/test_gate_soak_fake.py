@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.cli import main
+from orchestrator.cli.main import main
 
 from .conftest import run_soak
 from .fake_server import FakeServer
@@ -157,7 +157,7 @@ def test_gate_switch_runs_the_switch_command_first(
         fake.config.model = "tiny-llama"  # what a successful switch leaves behind
         return 0
 
-    monkeypatch.setattr("orchestrator.cli.main", switch_command)
+    monkeypatch.setattr("orchestrator.cli.main.main", switch_command)
     assert gate(fake, profiles, tmp_path / "state", "--switch") == 0, capsys.readouterr()
     assert calls == [["switch", "cpu-tiny"]]
 
@@ -169,7 +169,7 @@ def test_gate_switch_failure_stops_the_gate(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    monkeypatch.setattr("orchestrator.cli.main", lambda argv: 1)
+    monkeypatch.setattr("orchestrator.cli.main.main", lambda argv: 1)
     assert gate(fake, profiles, tmp_path / "state", "--switch") == 1
     assert "`switch cpu-tiny` failed (exit 1); gate not run" in capsys.readouterr().err
     assert not (tmp_path / "state" / "evidence").exists()

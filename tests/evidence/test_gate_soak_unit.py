@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from orchestrator.bench.progress import Progress
-from orchestrator.gate import promote, set_status
-from orchestrator.profiles import ProfileStore
-from orchestrator.soak import Soak, summarize
+from orchestrator.evidence.bench.progress import Progress
+from orchestrator.evidence.gate import promote, set_status
+from orchestrator.evidence.soak import Soak, summarize
+from orchestrator.profiles.store import ProfileStore
 
 REPO = Path(__file__).resolve().parents[2]
 

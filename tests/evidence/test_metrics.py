@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from orchestrator.bench.client import RequestRecord
-from orchestrator.bench.metrics import LevelSummary, Stats, percentile, summarize
+from orchestrator.evidence.bench.client import RequestRecord
+from orchestrator.evidence.bench.metrics import LevelSummary, Stats, percentile, summarize
 
 
 def record(

@@ -6,8 +6,8 @@ import itertools
 
 import pytest
 
-from orchestrator.bench import vllm_reference
-from orchestrator.bench.metrics import summarize
+from orchestrator.evidence.bench import vllm_reference
+from orchestrator.evidence.bench.metrics import summarize
 
 
 def test_bracketed_accepts_within_tolerance_of_the_span_and_reports_drift() -> None:

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from orchestrator.bench.workload import PromptBuilder, Shape, Workload, WorkloadError
+from orchestrator.evidence.bench.workload import PromptBuilder, Shape, Workload, WorkloadError
 
 
 class WordCounter:

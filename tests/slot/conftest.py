@@ -26,11 +26,11 @@ import httpx
 import pytest
 
 from orchestrator.config import Paths
-from orchestrator.frontdoor_client import FrontdoorClient
-from orchestrator.profiles import ProfileStore
-from orchestrator.slot import INSTANCE_LABEL, Slot, SlotConfig
-from orchestrator.state import StateStore
-from orchestrator.switch import Switcher
+from orchestrator.control.frontdoor_client import FrontdoorClient
+from orchestrator.control.state import StateStore
+from orchestrator.control.switch import Switcher
+from orchestrator.profiles.store import ProfileStore
+from orchestrator.slot.docker_slot import INSTANCE_LABEL, Slot, SlotConfig
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]

@@ -12,8 +12,8 @@ from typing import Any, cast
 import docker.errors
 
 from orchestrator.errors import NotReadyError
-from orchestrator.profiles import Profile
-from orchestrator.slot import ContainerInfo, SlotConfig
+from orchestrator.profiles.store import Profile
+from orchestrator.slot.docker_slot import ContainerInfo, SlotConfig
 
 
 class _Images:

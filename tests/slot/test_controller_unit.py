@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
-from orchestrator import controller, switch
-from orchestrator.controller import Backoff, Controller
+from orchestrator.control import controller, switch
+from orchestrator.control.controller import Backoff, Controller
+from orchestrator.control.frontdoor_client import FrontdoorClient
+from orchestrator.control.lock import SlotLock
 from orchestrator.errors import BusyError
-from orchestrator.frontdoor_client import FrontdoorClient
-from orchestrator.lock import SlotLock
 from tests.slot.conftest import ADMIN_TOKEN, Frontdoor
 from tests.slot.fakes import FakeSlot
 from tests.slot.test_switch_policy import make_switcher

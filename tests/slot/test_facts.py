@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from orchestrator import facts
+from orchestrator.slot import facts
 
 # Lines as the lab host's vLLM XPU printed them (DESIGN.md) and as vLLM 0.x V1 words them.
 LAB_LINES = [

@@ -23,8 +23,8 @@ import httpx
 import openai
 import pytest
 
-from orchestrator import controller
-from orchestrator.state import StateStore
+from orchestrator.control import controller
+from orchestrator.control.state import StateStore
 from tests.slot.conftest import REPO, Frontdoor, SlotUnderTest
 from tests.support import wait_until
 

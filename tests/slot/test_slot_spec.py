@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, ClassVar
 
-from orchestrator.profiles import ProfileStore
-from orchestrator.slot import Slot, SlotConfig, device_groups
+from orchestrator.profiles.store import ProfileStore
+from orchestrator.slot.docker_slot import Slot, SlotConfig, device_groups
 
 REPO = Path(__file__).resolve().parents[2]
 

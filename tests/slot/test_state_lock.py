@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.control.lock import SlotLock
+from orchestrator.control.state import SlotState, StateStore
 from orchestrator.errors import BusyError
-from orchestrator.lock import SlotLock
-from orchestrator.state import SlotState, StateStore
 
 HOLD = """
 import sys, time
 from pathlib import Path
-from orchestrator.lock import SlotLock
+from orchestrator.control.lock import SlotLock
 lock = SlotLock(Path(sys.argv[1]), "switch cpu-tiny (test holder)")
 lock.acquire()
 print("held", flush=True)

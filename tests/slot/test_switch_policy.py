@@ -8,12 +8,12 @@ from typing import Any, cast
 import pytest
 
 from orchestrator.config import Paths
+from orchestrator.control.frontdoor_client import FrontdoorClient
+from orchestrator.control.state import StateStore
+from orchestrator.control.switch import Switcher
 from orchestrator.errors import FrontdoorError, PreflightError, SwitchFailedError
-from orchestrator.frontdoor_client import FrontdoorClient
-from orchestrator.profiles import ProfileStore
-from orchestrator.slot import Slot
-from orchestrator.state import StateStore
-from orchestrator.switch import Switcher
+from orchestrator.profiles.store import ProfileStore
+from orchestrator.slot.docker_slot import Slot
 from tests.slot.conftest import Frontdoor
 from tests.slot.fakes import FakeSlot
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.errors import ProfileError
-from orchestrator.profiles import ProfileStore, parse_file, suggest
+from orchestrator.profiles.store import ProfileStore, parse_file, suggest
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = ProfileStore(REPO / "profiles")

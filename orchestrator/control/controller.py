@@ -34,7 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from orchestrator import facts as facts_mod
+from orchestrator.control.lock import SlotLock
+from orchestrator.control.switch import Progress, Switcher
 from orchestrator.errors import (
     ControlError,
     ModelSlotError,
@@ -43,11 +44,10 @@ from orchestrator.errors import (
     SlotError,
     SwitchFailedError,
 )
-from orchestrator.lock import SlotLock
-from orchestrator.profiles import Profile
-from orchestrator.switch import Progress, Switcher
+from orchestrator.profiles.store import Profile
+from orchestrator.slot import facts as facts_mod
 
-log = logging.getLogger("orchestrator.controller")
+log = logging.getLogger("orchestrator.control.controller")
 
 SOCKET_NAME = "control.sock"
 DEFAULT_PROFILE = "cpu-smollm2-135m"

@@ -21,8 +21,13 @@ import docker
 import docker.errors
 import httpx
 
-from orchestrator import controller, output
+from orchestrator import output
 from orchestrator.config import Paths
+from orchestrator.control import controller
+from orchestrator.control.frontdoor_client import FrontdoorClient
+from orchestrator.control.lock import SlotLock
+from orchestrator.control.state import StateStore
+from orchestrator.control.switch import Switcher, facts_line
 from orchestrator.errors import (
     BusyError,
     FrontdoorError,
@@ -32,12 +37,8 @@ from orchestrator.errors import (
     SlotError,
     SwitchFailedError,
 )
-from orchestrator.frontdoor_client import FrontdoorClient
-from orchestrator.lock import SlotLock
-from orchestrator.profiles import ProfileStore
-from orchestrator.slot import Slot, SlotConfig
-from orchestrator.state import StateStore
-from orchestrator.switch import Switcher, facts_line
+from orchestrator.profiles.store import ProfileStore
+from orchestrator.slot.docker_slot import Slot, SlotConfig
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -380,7 +381,9 @@ def cmd_up(args: argparse.Namespace) -> int:
     )
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
-        logging.getLogger("orchestrator.controller").info("signal %d: shutting down", signum)
+        logging.getLogger("orchestrator.control.controller").info(
+            "signal %d: shutting down", signum
+        )
         ctl.shutdown()
 
     signal.signal(signal.SIGTERM, on_signal)

@@ -19,8 +19,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from orchestrator import schema, vllm_argv
+from orchestrator import vllm_argv
 from orchestrator.errors import ProfileError, ProfileProblem
+from orchestrator.profiles import schema
 
 _KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 

@@ -39,7 +39,7 @@ import httpx
 from docker.models.containers import Container
 
 from orchestrator.errors import NotReadyError, SlotError
-from orchestrator.profiles import Profile
+from orchestrator.profiles.store import Profile
 
 ROLE_LABEL = "modelslot.role"
 ROLE = "model"

@@ -11,11 +11,15 @@ import shlex
 import sys
 from collections.abc import Sequence
 
-from orchestrator import admin_token, demo, evidence_cli, output, schema, slot_cli
+from orchestrator import output
+from orchestrator.cli import admin_token, demo
+from orchestrator.cli import evidence as evidence_cli
+from orchestrator.cli import slot as slot_cli
 from orchestrator.config import Paths
 from orchestrator.errors import ModelSlotError, ProfileError
 from orchestrator.images import cli as images_cli
-from orchestrator.profiles import Profile, ProfileStore
+from orchestrator.profiles import schema
+from orchestrator.profiles.store import Profile, ProfileStore
 
 
 def _store() -> ProfileStore:

@@ -10,13 +10,13 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator import output
-from orchestrator.bench import report
-from orchestrator.bench.client import make_client
-from orchestrator.bench.probes import run_probes
-from orchestrator.bench.progress import Progress
-from orchestrator.bench.runner import LevelResult, no_model, run_level, server_info, warm
-from orchestrator.bench.workload import PromptBuilder, ServerTokenizer, Shape, Workload
 from orchestrator.errors import ModelSlotError
+from orchestrator.evidence.bench import report
+from orchestrator.evidence.bench.client import make_client
+from orchestrator.evidence.bench.probes import run_probes
+from orchestrator.evidence.bench.progress import Progress
+from orchestrator.evidence.bench.runner import LevelResult, no_model, run_level, server_info, warm
+from orchestrator.evidence.bench.workload import PromptBuilder, ServerTokenizer, Shape, Workload
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8000"
 

@@ -25,13 +25,14 @@ from typing import Any, Protocol
 
 import httpx
 
-from orchestrator import canary, output
-from orchestrator.bench.cli import BenchConfig, add_base_url, run_bench
-from orchestrator.bench.progress import Progress
-from orchestrator.bench.runner import server_info
-from orchestrator.bench.workload import Shape
+from orchestrator import output
 from orchestrator.config import Paths
 from orchestrator.errors import ModelSlotError
+from orchestrator.evidence import canary
+from orchestrator.evidence.bench.cli import BenchConfig, add_base_url, run_bench
+from orchestrator.evidence.bench.progress import Progress
+from orchestrator.evidence.bench.runner import server_info
+from orchestrator.evidence.bench.workload import Shape
 
 KIND = "model-slot-soak"
 COLUMNS = ("cycle", "time", "quality", "baseline", "ttft_ms", "wall_tok_s", "status", "detail")

@@ -32,14 +32,15 @@ from typing import Any
 
 import httpx
 
-from orchestrator import canary, output
-from orchestrator.bench.cli import BenchConfig, add_base_url, run_bench
-from orchestrator.bench.progress import Progress
-from orchestrator.bench.runner import server_info
-from orchestrator.bench.workload import Shape
+from orchestrator import output
 from orchestrator.config import Paths
 from orchestrator.errors import ModelSlotError
-from orchestrator.profiles import Profile, ProfileStore
+from orchestrator.evidence import canary
+from orchestrator.evidence.bench.cli import BenchConfig, add_base_url, run_bench
+from orchestrator.evidence.bench.progress import Progress
+from orchestrator.evidence.bench.runner import server_info
+from orchestrator.evidence.bench.workload import Shape
+from orchestrator.profiles.store import Profile, ProfileStore
 
 KIND = "model-slot-gate"
 
@@ -108,10 +109,12 @@ def switch_to(name: str) -> None:
     """Switch with the orchestrator's own command (lock, preflight, rollback and all)."""
     try:
         # lazily: switch.py is owned elsewhere, and cli imports this module
-        from orchestrator import switch  # noqa: F401, PLC0415
-        from orchestrator.cli import build_parser, main  # noqa: PLC0415
+        from orchestrator.cli.main import build_parser, main  # noqa: PLC0415
+        from orchestrator.control import switch  # noqa: F401, PLC0415
     except ImportError as exc:
-        raise ModelSlotError(f"--switch: orchestrator.switch is not available ({exc})") from None
+        raise ModelSlotError(
+            f"--switch: orchestrator.control.switch is not available ({exc})"
+        ) from None
     commands = next(
         (
             action

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from orchestrator.bench.client import RequestRecord
 from orchestrator.errors import ModelSlotError
+from orchestrator.evidence.bench.client import RequestRecord
 
 PACKAGE = Path(__file__).resolve().parents[1]
 BENCH_DIR = "/tmp/modelslot-bench"  # noqa: S108 (inside the vLLM container)
@@ -30,7 +30,7 @@ BENCH_RESULT = f"{BENCH_DIR}-result.json"  # the unpacked files belong to root; 
 # ``python -m orchestrator`` would import the whole CLI (docker SDK, pydantic); bench does not.
 _BENCH_MAIN = (
     "import argparse, sys; sys.path.insert(0, sys.argv.pop(1)); "
-    "from orchestrator.bench import cli; parser = argparse.ArgumentParser(prog='bench'); "
+    "from orchestrator.evidence.bench import cli; parser = argparse.ArgumentParser(prog='bench'); "
     "cli.register(parser.add_subparsers()); args = parser.parse_args(sys.argv[1:]); "
     "sys.exit(args.func(args))"
 )

@@ -27,8 +27,9 @@ from typing import Any
 
 import docker.errors
 
-from orchestrator import facts as facts_mod
 from orchestrator.config import Paths
+from orchestrator.control.frontdoor_client import FrontdoorClient, build_route
+from orchestrator.control.state import SlotState, StateStore
 from orchestrator.errors import (
     FrontdoorError,
     ModelSlotError,
@@ -38,10 +39,9 @@ from orchestrator.errors import (
     SlotError,
     SwitchFailedError,
 )
-from orchestrator.frontdoor_client import FrontdoorClient, build_route
-from orchestrator.profiles import Profile, ProfileStore
-from orchestrator.slot import ContainerInfo, Slot
-from orchestrator.state import SlotState, StateStore
+from orchestrator.profiles.store import Profile, ProfileStore
+from orchestrator.slot import facts as facts_mod
+from orchestrator.slot.docker_slot import ContainerInfo, Slot
 
 Progress = Callable[[dict[str, Any]], None]
 

@@ -33,10 +33,10 @@ from typing import Any
 import httpx
 
 from orchestrator import output
-from orchestrator.bench.cli import add_base_url
-from orchestrator.bench.progress import Progress
-from orchestrator.bench.runner import no_model, server_info
 from orchestrator.errors import ModelSlotError
+from orchestrator.evidence.bench.cli import add_base_url
+from orchestrator.evidence.bench.progress import Progress
+from orchestrator.evidence.bench.runner import no_model, server_info
 
 KIND = "model-slot-canary"
 SEED = 1234

@@ -15,10 +15,10 @@ from typing import Any
 
 import httpx
 
-from orchestrator.bench.client import RequestRecord, completion_payload, stream_request
-from orchestrator.bench.metrics import LevelSummary, summarize
-from orchestrator.bench.workload import Prompt, Shape, Workload
 from orchestrator.errors import ModelSlotError
+from orchestrator.evidence.bench.client import RequestRecord, completion_payload, stream_request
+from orchestrator.evidence.bench.metrics import LevelSummary, summarize
+from orchestrator.evidence.bench.workload import Prompt, Shape, Workload
 
 ProgressFn = Callable[[str, int | None, int | None], None]
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator import output
-from orchestrator.bench.metrics import LevelSummary
+from orchestrator.evidence.bench.metrics import LevelSummary
 
 KIND = "model-slot-bench"
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import argparse
 
-from orchestrator import canary, gate, soak
-from orchestrator.bench import cli as bench_cli
+from orchestrator.evidence import canary, gate, soak
+from orchestrator.evidence.bench import cli as bench_cli
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -17,9 +17,9 @@ from typing import Any
 
 import httpx
 
-from orchestrator.bench.client import RequestRecord, completion_payload, stream_request
-from orchestrator.bench.runner import endpoint
-from orchestrator.bench.workload import PromptBuilder, WorkloadError, nonce
+from orchestrator.evidence.bench.client import RequestRecord, completion_payload, stream_request
+from orchestrator.evidence.bench.runner import endpoint
+from orchestrator.evidence.bench.workload import PromptBuilder, WorkloadError, nonce
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from orchestrator.bench.client import RequestRecord
+from orchestrator.evidence.bench.client import RequestRecord
 
 
 def percentile(values: Sequence[float], q: float) -> float:

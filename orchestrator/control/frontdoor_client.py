@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 
 from orchestrator.errors import FrontdoorError
-from orchestrator.profiles import Profile
+from orchestrator.profiles.store import Profile
 
 RouteState = str  # "serving" | "switching" | "down" | "faulted"
 

@@ -1,0 +1,1 @@
+"""Evidence: bench, canary, gate, soak."""

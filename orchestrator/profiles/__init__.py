@@ -1,0 +1,1 @@
+"""Profiles: parse, validate, resolve inheritance (``store``), the key schema (``schema``)."""

@@ -1,0 +1,1 @@
+"""The slot: the one model container (mechanism only; ``docker_slot``), and its startup facts."""
