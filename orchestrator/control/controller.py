@@ -47,7 +47,7 @@ from orchestrator.errors import (
 from orchestrator.profiles.store import Profile
 from orchestrator.slot import facts as facts_mod
 
-log = logging.getLogger("orchestrator.control.controller")
+log = logging.getLogger("orchestrator.controller")  # the name operators grep for
 
 SOCKET_NAME = "control.sock"
 DEFAULT_PROFILE = "cpu-smollm2-135m"
