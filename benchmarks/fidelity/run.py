@@ -40,7 +40,7 @@ from orchestrator.config import Paths  # noqa: E402
 from orchestrator.evidence.bench import vllm_reference  # noqa: E402
 from orchestrator.output import table, write_json  # noqa: E402
 from orchestrator.profiles.store import ProfileStore  # noqa: E402
-from orchestrator.slot.docker_slot import Slot, SlotConfig  # noqa: E402
+from orchestrator.slot.docker_slot import DockerSlot, SlotConfig  # noqa: E402
 
 TARGET_GAP = 0.10
 
@@ -132,7 +132,7 @@ def main() -> int:
     shape = vllm_reference.Shape(
         args.prompt_tokens, args.output_tokens, args.requests, args.concurrency
     )
-    slot = Slot(SlotConfig.from_env(env))
+    slot = DockerSlot(SlotConfig.from_env(env))
     started = args.container is None
     if started:
         print(f"starting {profile.name} as modelslot-fidelity", file=sys.stderr, flush=True)

@@ -40,7 +40,7 @@ from orchestrator.control.state import StateStore  # noqa: E402
 from orchestrator.control.switch import Switcher  # noqa: E402
 from orchestrator.profiles.store import ProfileStore  # noqa: E402
 from orchestrator.slot import facts  # noqa: E402
-from orchestrator.slot.docker_slot import Slot, SlotConfig  # noqa: E402
+from orchestrator.slot.docker_slot import DockerSlot, SlotConfig  # noqa: E402
 
 TARGET_S = 2.0
 
@@ -187,7 +187,7 @@ def main() -> int:
     if not args.no_frontdoor:
         servers, admin_url, token = start_frontdoor(work / "frontdoor")
         frontdoor = FrontdoorClient(admin_url, token)
-    slot = Slot(SlotConfig.from_env(env))
+    slot = DockerSlot(SlotConfig.from_env(env))
     switcher = Switcher(
         ProfileStore(paths.profiles_dir),
         slot,

@@ -1,9 +1,16 @@
 """``switch``, ``status``, ``stop`` and ``up``: the slot's commands.
 
 ``switch`` and ``stop`` change the host, so they need the one writer. When a controller runs
-(``up``), they ask it over ``$MODEL_SLOT_STATE_DIR/control.sock`` and stream its progress;
-otherwise they take the slot lock and do the same work in-process with the same ``Switcher``.
-``status`` only reads and never waits for the lock.
+(``up``), they ask it over ``<state dir>/control.sock`` and stream its progress; otherwise they
+take the slot lock and do the same work in-process with the same ``Switcher``, and re-send a
+route the frontdoor missed for a bounded time before exiting (non-zero if it never landed:
+nobody re-sends it after this process). ``status`` only reads and never waits for the lock.
+
+The state directory is found the same way from anywhere on the host: a running controller
+container of this slot instance (``slot/discovery.py``) names its state mount; without one,
+``MODEL_SLOT_STATE_DIR`` or the checkout's ``state/``. A CLI whose setting names another
+directory than the running controller's is refused: it would fight that controller over the
+one model container.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ import os
 import signal
 import sys
 import time
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -25,11 +33,11 @@ from orchestrator import output
 from orchestrator.config import Paths
 from orchestrator.control import controller
 from orchestrator.control.frontdoor_client import FrontdoorClient
-from orchestrator.control.lock import SlotLock
 from orchestrator.control.state import StateStore
-from orchestrator.control.switch import Switcher, facts_line
+from orchestrator.control.switch import DEFAULT_ROUTE_ACK_TIMEOUT_S, Switcher
 from orchestrator.errors import (
     BusyError,
+    ControlError,
     FrontdoorError,
     ModelSlotError,
     PreflightError,
@@ -38,7 +46,9 @@ from orchestrator.errors import (
     SwitchFailedError,
 )
 from orchestrator.profiles.store import ProfileStore
-from orchestrator.slot.docker_slot import Slot, SlotConfig
+from orchestrator.slot.discovery import find_controllers
+from orchestrator.slot.docker_slot import DockerSlot, SlotConfig
+from orchestrator.slot.facts import describe as facts_line
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -61,8 +71,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 # ---- wiring -------------------------------------------------------------------------------
-def _switcher() -> Switcher:
-    paths = Paths.from_env()
+def _docker() -> docker.DockerClient:
     try:
         client = docker.from_env(timeout=120)
         client.ping()
@@ -70,18 +79,62 @@ def _switcher() -> Switcher:
         raise SlotError(
             f"cannot reach the Docker engine ({exc}); is the socket mounted / DOCKER_HOST set?"
         ) from None
-    drain = os.environ.get("MODEL_SLOT_DRAIN_TIMEOUT_S", "30")
+    return client
+
+
+def _seconds(name: str, default: float) -> float:
+    value = os.environ.get(name, str(default))
     try:
-        drain_s = float(drain)
+        return float(value)
     except ValueError:
-        raise SlotError(f"MODEL_SLOT_DRAIN_TIMEOUT_S={drain!r}: expected seconds") from None
+        raise SlotError(f"{name}={value!r}: expected seconds") from None
+
+
+def state_dir(client: docker.DockerClient, strict: bool = True) -> Path:
+    """The state directory of this host's slot, wherever the command was started.
+
+    A running controller container of this slot instance names it (its state mount). A
+    ``MODEL_SLOT_STATE_DIR`` that names another directory is refused (``strict``) or, for a
+    reader, answered with the controller's directory."""
+    paths = Paths.from_env()
+    instance = SlotConfig.from_env().instance
+    found = find_controllers(client, instance)
+    explicit = "MODEL_SLOT_STATE_DIR" in os.environ
+    if not found:
+        return paths.state_dir
+    mine = paths.state_dir.resolve()
+    in_container = Path("/.dockerenv").exists()
+    for ctl in found:
+        if ctl.state_dir.resolve() == mine or (in_container and ctl.state_dir_inside == mine):
+            return paths.state_dir
+    names = ", ".join(f"{c.name} (state {c.state_dir})" for c in found)
+    if len(found) > 1:
+        raise ControlError(
+            f"several controllers run for slot instance {instance!r}: {names}; set "
+            "MODEL_SLOT_STATE_DIR to the state directory of the one to use"
+        )
+    ctl = found[0]
+    if explicit and strict:
+        raise ControlError(
+            f"a controller for slot instance {instance!r} runs in container {ctl.name} with its "
+            f"state in {ctl.state_dir}, but MODEL_SLOT_STATE_DIR={paths.state_dir}: this command "
+            "would not find it and would fight it over the model container. Unset "
+            f"MODEL_SLOT_STATE_DIR or set it to {ctl.state_dir}"
+        )
+    return ctl.state_dir
+
+
+def _switcher() -> Switcher:
+    paths = Paths.from_env()
+    client = _docker()
     return Switcher(
         ProfileStore(paths.profiles_dir),
-        Slot(SlotConfig.from_env(), client),
-        state=StateStore(paths.state_dir),
+        DockerSlot(SlotConfig.from_env(), client),
+        state=StateStore(state_dir(client)),
         frontdoor=FrontdoorClient.from_env(),
         paths=paths,
-        drain_timeout_s=drain_s,
+        drain_timeout_s=_seconds("MODEL_SLOT_DRAIN_TIMEOUT_S", 30),
+        route_ack_timeout_s=_seconds("MODEL_SLOT_ROUTE_ACK_TIMEOUT_S", DEFAULT_ROUTE_ACK_TIMEOUT_S),
     )
 
 
@@ -155,13 +208,18 @@ def _refusal_outcome(exc: ModelSlotError) -> str:
 
 def _run_writer(request: dict[str, Any], as_json: bool, purpose: str, action: str) -> int:
     """Run ``switch``/``stop`` through the controller if one listens, else in-process."""
-    paths = Paths.from_env()
     progress = Printer(as_json)
-    result = controller.ask(paths.state_dir, request, progress)
-    if result is None:
-        result = _in_process(request, progress, purpose)
-    else:
-        progress({"event": "step", "phase": "control", "text": "done by the running controller"})
+    try:
+        switcher = _switcher()
+        result = controller.ask(switcher.state.directory, request, progress)
+        if result is None:
+            result = _in_process(switcher, request, progress, purpose)
+        else:
+            progress(
+                {"event": "step", "phase": "control", "text": "done by the running controller"}
+            )
+    except ModelSlotError as exc:
+        result = {"ok": False, "error": str(exc), "outcome": _refusal_outcome(exc)}
     report = result.get("report")
     if as_json:
         body = dict(report) if report else {"action": action, "profile": request.get("profile")}
@@ -180,27 +238,48 @@ def _run_writer(request: dict[str, Any], as_json: bool, purpose: str, action: st
     return 0
 
 
-def _in_process(request: dict[str, Any], progress: Printer, purpose: str) -> dict[str, Any]:
-    paths = Paths.from_env()
-    lock = SlotLock(paths.state_dir, purpose)
+def _in_process(
+    switcher: Switcher, request: dict[str, Any], progress: Printer, purpose: str
+) -> dict[str, Any]:
+    lock = switcher.lock
+    lock.purpose = purpose
     start = time.monotonic()
+    lock.acquire()
     try:
-        lock.acquire()
-        switcher = _switcher()
         waited = time.monotonic() - start
-        if request["op"] == "switch":
-            report = switcher.switch(
-                request["profile"], force=request["force"], progress=progress, lock_wait_s=waited
+        result: dict[str, Any]
+        try:
+            if request["op"] == "switch":
+                report = switcher.switch(
+                    request["profile"],
+                    force=request["force"],
+                    progress=progress,
+                    lock_wait_s=waited,
+                )
+            else:
+                report = switcher.stop(progress=progress, lock_wait_s=waited)
+            result = {"ok": True, "report": report.to_json()}
+        except SwitchFailedError as exc:
+            result = {"ok": False, "error": str(exc), "report": exc.report}
+        except ModelSlotError as exc:
+            result = {"ok": False, "error": str(exc), "outcome": _refusal_outcome(exc)}
+        # No controller re-sends a missed route once this process exits: land it now or fail.
+        route = switcher.settle_route(switcher.route_ack_timeout_s, progress)
+        if not route.acked:
+            what = f" {request['profile']}" if request["op"] == "switch" else ""
+            missed = (
+                f"the {route.text}; re-sent for {switcher.route_ack_timeout_s:g}s and not "
+                "acknowledged, so the frontdoor still serves its old route and nothing re-sends "
+                f"it after this command. Run `{request['op']}{what}` again once the frontdoor "
+                "answers, or run the controller (`up`), which re-sends it until it lands"
             )
-        else:
-            report = switcher.stop(progress=progress, lock_wait_s=waited)
-    except SwitchFailedError as exc:
-        return {"ok": False, "error": str(exc), "report": exc.report}
-    except ModelSlotError as exc:
-        return {"ok": False, "error": str(exc), "outcome": _refusal_outcome(exc)}
+            error = result.get("error")
+            result = {**result, "ok": False, "error": f"{error}\n{missed}" if error else missed}
+            if isinstance(result.get("report"), dict):
+                result["report"] = {**result["report"], "frontdoor": route.text}
+        return result
     finally:
         lock.release()
-    return {"ok": True, "report": report.to_json()}
 
 
 # ---- commands -----------------------------------------------------------------------------
@@ -215,10 +294,15 @@ def cmd_stop(args: argparse.Namespace) -> int:
 
 def collect_status() -> dict[str, Any]:
     """Everything ``status`` shows, as one JSON-able dict. Reads only; takes no lock."""
-    paths = Paths.from_env()
     switcher = _switcher()
-    state = switcher.state.load()
+    loaded = switcher.state.read()
+    state = loaded.state
     status: dict[str, Any] = {
+        "phase": state.phase.value,
+        "reason": state.reason,
+        "target": state.target,
+        "state_dir": str(switcher.state.directory),
+        "state_problem": loaded.problem,
         "current": state.current,
         "previous": state.previous,
         "stopped": state.stopped,
@@ -283,7 +367,7 @@ def collect_status() -> dict[str, Any]:
         except FrontdoorError as exc:
             status["route"] = {"error": str(exc)}
     try:
-        answer = controller.ask(paths.state_dir, {"op": "status"}, lambda _: None)
+        answer = controller.ask(switcher.state.directory, {"op": "status"}, lambda _: None)
     except ModelSlotError as exc:
         answer = {"error": str(exc)}
     status["controller"] = answer if answer is not None else "not running"
@@ -319,6 +403,15 @@ def cmd_status(args: argparse.Namespace) -> int:
         print("profile:     none" + ("  (stopped by the operator)" if status["stopped"] else ""))
     if status["previous"]:
         print(f"previous:    {status['previous']}")
+    phase = status["phase"]
+    if status["target"] and phase == "switching":
+        phase += f" to {status['target']}"
+    print(f"slot:        {phase}" + (f"  ({status['reason']})" if status["reason"] else ""))
+    if status["state_problem"]:
+        print(
+            f"WARNING:     {status['state_dir']}/slot.json is unreadable "
+            f"({status['state_problem']}); the writer moves it aside at its next operation"
+        )
     container = status["container"]
     if container:
         match = "" if container["matches_profile"] else "  (does NOT match the profile!)"

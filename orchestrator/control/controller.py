@@ -17,7 +17,9 @@ and then acts on it from another thread: that would race.
   ``{"op": "switch", "profile": ..., "force": false}``, ``{"op": "stop"}`` or
   ``{"op": "status"}``; the answer is a stream of progress events and a final
   ``{"event": "result", "ok": ..., "report": ..., "error": ...}``. The CLI uses it when a
-  controller runs, and does the same work in-process otherwise: both run ``Switcher``.
+  controller runs, and does the same work in-process otherwise: both run ``Switcher``, the one
+  writer of the slot's state (``state.Phase``); this module only decides *when* (reconcile,
+  exits, backoff, faults) and never touches Docker but through the ``Slot`` Protocol.
 """
 
 from __future__ import annotations
@@ -32,9 +34,9 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from orchestrator.control.lock import SlotLock
+from orchestrator.control.state import Phase
 from orchestrator.control.switch import Progress, Switcher
 from orchestrator.errors import (
     ControlError,
@@ -46,6 +48,7 @@ from orchestrator.errors import (
 )
 from orchestrator.profiles.store import Profile
 from orchestrator.slot import facts as facts_mod
+from orchestrator.slot.protocol import DieEvents
 
 log = logging.getLogger("orchestrator.controller")  # the name operators grep for
 
@@ -55,9 +58,13 @@ DEFAULT_PROFILE = "cpu-smollm2-135m"
 ROUTE_RETRY_S = 2.0
 
 
+#: What the worker's queue carries.
+Op = Literal["switch", "stop", "die", "shutdown"]
+
+
 @dataclass
 class Command:
-    op: str  # switch, stop, die, restart, shutdown
+    op: Op
     args: dict[str, Any] = field(default_factory=dict)
     reply: queue.Queue[dict[str, Any]] | None = None
 
@@ -93,10 +100,13 @@ class Controller:
         self.default_profile = default_profile
         self.backoff = backoff or Backoff()
         self.commands: queue.Queue[Command] = queue.Queue()
-        self.lock = SlotLock(self.state_dir, "controller (python -m orchestrator up)")
+        self.lock = switcher.lock
+        self.lock.purpose = "controller (python -m orchestrator up)"
         self.socket_path = self.state_dir / SOCKET_NAME
         self._server: socket.socket | None = None
-        self._events: Any = None
+        self._events: DieEvents | None = None
+        # The worker's timers. The slot's state itself lives in the Switcher (phase `down`
+        # is what makes a restart due); these only say when.
         self._restart_at: float | None = None
         self._ready_at: float | None = None
         self._stopping = threading.Event()
@@ -136,20 +146,11 @@ class Controller:
         project = os.environ.get("MODEL_SLOT_COMPOSE_PROJECT", "")
         if not project or os.environ.get("MODEL_SLOT_KEEP_MODEL_ON_DOWN", "0") == "1":
             return
-        running = self.slot.client.containers.list(
-            sparse=True,
-            filters={
-                "label": [
-                    f"com.docker.compose.project={project}",
-                    "com.docker.compose.service=frontdoor",
-                ]
-            },
-        )
-        if running:
+        if self.slot.service_running(project, "frontdoor"):
             log.info("frontdoor still runs: leaving the model for the next controller to adopt")
             return
         log.info("the stack is going down: removing the model container (state kept)")
-        profile = self._load(self.switcher.state.load().current)
+        profile = self._load(self.switcher.snapshot.current)
         self.slot.stop(profile.stop_timeout_s if profile else 30.0)
 
     def _close(self) -> None:
@@ -176,7 +177,7 @@ class Controller:
                 if self._restart_at is not None and time.monotonic() >= self._restart_at:
                     self._restart_at = None
                     self._restart()
-                elif self.switcher.route_pending and self.switcher.resend_route():
+                elif self.switcher.route_pending and self.switcher.publish().acked:
                     log.info("route re-sent to the frontdoor")
                 continue
             if command.op == "shutdown":
@@ -199,28 +200,54 @@ class Controller:
 
     # ---- reconcile -----------------------------------------------------------------------
     def _reconcile(self) -> None:
-        state = self.switcher.state.load()
-        if state.stopped:
+        """Boot, per phase (docs/slot.md): only the *committed* profile is ever started, and
+        the default profile only on a fresh host."""
+        state = self.switcher.load()
+        phase = state.phase
+        if phase is Phase.STOPPED or phase is Phase.STOPPING:
             log.info("the operator stopped the slot; reconcile removes strays only")
-            self.slot.stop(30.0)
-            self.switcher.mark("down", "stopped by the operator; switch to start a model", None)
+            if phase is Phase.STOPPING:
+                self.switcher.stop(progress=_log_progress)  # finish the interrupted stop
+            else:
+                self.slot.stop(30.0)
+                self.switcher.publish()
             return
-        if state.fault:
-            log.warning("slot faulted: %s; not restarting until an operator switches", state.fault)
-            profile = self._load(state.current)
-            self.switcher.mark("faulted", state.fault, profile)
+        if phase is Phase.FAULTED:
+            log.warning("slot faulted: %s; not restarting until an operator switches", state.reason)
+            self.switcher.publish()
             return
-        name = state.current or (None if self.switcher.state.exists() else self.default_profile)
-        name = name or self.default_profile
+        if phase is Phase.FAILED:
+            log.warning("the last switch failed with nothing to restore: %s", state.reason)
+            log.warning("starting nothing until an operator switches")
+            self.switcher.publish()
+            return
+        if phase is Phase.EMPTY:
+            name: str | None = self.default_profile
+        else:  # serving, down, or starting/switching interrupted by a crash
+            name = state.current
+            if phase is Phase.SWITCHING:
+                log.warning(
+                    "a switch to %s was interrupted; bringing back the committed profile %s",
+                    state.target,
+                    name,
+                )
+        if name is None:
+            reason = (
+                f"the switch to {state.target} was interrupted before anything was committed; "
+                "switch to start a model"
+            )
+            log.warning("%s", reason)
+            self.switcher.mark(Phase.FAILED, reason)
+            return
         profile = self._load(name)
         if profile is None:
-            self.switcher.mark("down", f"profile {name} cannot be loaded; switch to another", None)
+            self.switcher.mark(Phase.DOWN, f"profile {name} cannot be loaded; switch to another")
             return
         infos = self.slot.containers()
         ours = [
             info
             for info in infos
-            if info.name == self.slot.config.container_name
+            if info.name == self.slot.container_name
             and info.status == "running"
             and info.profile_hash == profile.hash
         ]
@@ -249,12 +276,12 @@ class Controller:
             self.switcher.start(profile, action, _log_progress)
         except (NotReadyError, SlotError) as exc:
             tail = exc.log_tail if isinstance(exc, NotReadyError) else ""
-            if self._fault_from(tail.splitlines() or self._log_lines(), profile):
+            if self._fault_from(tail.splitlines() or self._log_lines()):
                 return False
             delay = self.backoff.next(None)
-            self.switcher.mark(
-                "down", f"{profile.name} failed to start: {exc}; retry in {delay:g}s", profile
-            )
+            reason = f"{profile.name} failed to start: {exc}; retry in {delay:g}s"
+            log.warning("%s", reason)
+            self.switcher.mark(Phase.DOWN, reason)
             self._restart_at = time.monotonic() + delay
             return False
         self._ready_at = time.monotonic()
@@ -263,24 +290,13 @@ class Controller:
     # ---- events --------------------------------------------------------------------------
     def _watch_events(self) -> None:
         """Docker ``die`` events of this slot's containers, onto the worker's queue."""
-        self._events = self.slot.client.events(
-            decode=True,
-            filters={"type": "container", "event": ["die"], "label": self.slot.labels_filter()},
-        )
-        stream = self._events
+        stream = self._events = self.slot.die_events()
 
         def pump() -> None:
             try:
                 for event in stream:
-                    actor = event.get("Actor") or {}
                     self.commands.put(
-                        Command(
-                            "die",
-                            {
-                                "id": event.get("id") or actor.get("ID"),
-                                "exit_code": (actor.get("Attributes") or {}).get("exitCode"),
-                            },
-                        )
+                        Command("die", {"id": event.id, "exit_code": event.exit_code})
                     )
             except Exception:  # the stream is closed on shutdown
                 if not self._stopping.is_set():
@@ -290,44 +306,41 @@ class Controller:
         threading.Thread(target=pump, name="docker-events", daemon=True).start()
 
     def _on_die(self, event: dict[str, Any]) -> None:
-        state = self.switcher.state.load()
-        if not state.container_id or event.get("id") != state.container_id:
-            return  # an old container this worker stopped itself
+        """A container exit: only the serving container's counts (docs/slot.md); the worker
+        itself removes containers during switches, and their exits arrive here afterwards."""
+        state = self.switcher.snapshot
+        if state.phase is not Phase.SERVING or event.get("id") != state.container_id:
+            return
         current = self.slot.current()
         if current is not None and current.id == state.container_id and current.status == "running":
             return
-        profile = self._load(state.current)
-        lines = self._log_lines()
-        if self._fault_from(lines, profile):
+        if self._fault_from(self._log_lines()):
             return
         ran = time.monotonic() - self._ready_at if self._ready_at else None
         delay = self.backoff.next(ran)
         code = event.get("exit_code")
         reason = f"model container exited (code {code}); restarting in {delay:g}s"
         log.warning("%s", reason)
-        self.switcher.mark("down", reason, profile)
+        self.switcher.mark(Phase.DOWN, reason)
         self._restart_at = time.monotonic() + delay
 
     def _log_lines(self) -> list[str]:
         return self.slot.logs(tail=200).splitlines()
 
-    def _fault_from(self, lines: list[str], profile: Profile | None) -> bool:
+    def _fault_from(self, lines: list[str]) -> bool:
         """A device fault in the log: route ``faulted``, remembered, no restart."""
         line = facts_mod.device_fault(lines)
         if line is None:
             return False
         reason = f"device fault: {line}"
         log.error("%s; not restarting until an operator switches", reason)
-        self.switcher.mark("faulted", reason, profile)
-        state = self.switcher.state.load()
-        state.fault = reason
-        self.switcher.state.save(state)
+        self.switcher.mark(Phase.FAULTED, reason)
         self._restart_at = None
         return True
 
     def _restart(self) -> None:
-        state = self.switcher.state.load()
-        if state.fault or state.stopped:
+        state = self.switcher.snapshot
+        if state.phase is not Phase.DOWN:
             return
         profile = self._load(state.current)
         if profile is None:
@@ -470,12 +483,25 @@ def ask(state_dir: Path, request: dict[str, Any], progress: Progress) -> dict[st
     except OSError as exc:
         client.close()
         raise ControlError(f"cannot connect to the controller at {path}: {exc}") from None
-    with client, client.makefile("rwb") as stream:
-        stream.write(json.dumps(request).encode() + b"\n")
-        stream.flush()
-        for line in stream:
-            event = json.loads(line)
-            if event.get("event") == "result":
-                return dict(event)
-            progress(event)
-    raise ControlError("the controller closed the control socket without a result")
+    op = request.get("op")
+    try:
+        with client, client.makefile("rwb") as stream:
+            stream.write(json.dumps(request).encode() + b"\n")
+            stream.flush()
+            for line in stream:
+                event = json.loads(line)
+                if event.get("event") == "result":
+                    return dict(event)
+                progress(event)
+    except (OSError, ValueError) as exc:
+        raise ControlError(_gone(op, path, f"{type(exc).__name__}: {exc}")) from None
+    raise ControlError(_gone(op, path, "it closed the control socket without a result"))
+
+
+def _gone(op: object, path: Path, how: str) -> str:
+    return (
+        f"the controller at {path} went away before the {op} finished ({how}): it was killed "
+        "or restarted. Its outcome is unknown here; when the controller runs again it brings "
+        "back the last committed profile (an interrupted switch is not resumed). "
+        "Check with `python -m orchestrator status`, then switch again if needed."
+    )

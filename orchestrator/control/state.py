@@ -1,46 +1,108 @@
-"""What the slot remembers across restarts, in ``$MODEL_SLOT_STATE_DIR/slot.json``.
+"""The slot's one state value and its file, ``$MODEL_SLOT_STATE_DIR/slot.json``.
 
-- ``current``: the profile the host should run (None after ``stop``), its hash and container id;
-- ``previous``: the profile that ran before it (what a failed switch goes back to);
-- ``stopped``: True after an operator's ``stop``, so that ``up`` does not bring a model back;
-- ``fault``: why the slot is faulted (a device fault line), until an operator switches;
-- ``last_switch``: the last switch report; ``facts``: the current model's startup facts.
+``Phase`` says what the slot is doing; docs/slot.md has the table of what every operation does
+from every phase. The rest of ``SlotState`` qualifies it:
 
-Writes are atomic (temp file, fsync, rename): a crash leaves the old file or the new, never half.
-Only the holder of the slot lock writes; anyone may read.
+- ``current``: the *committed* profile, the one the host runs or should run (None when none is:
+  after ``stop``, or after a failed switch with nothing to restore), its hash and container id;
+- ``target``: during ``switching``, the profile being switched to (not committed yet);
+- ``previous``: the profile that ran before ``current`` (what a failed switch goes back to);
+- ``reason``: why the slot is ``down``, ``faulted``, ``failed``, ``stopped`` or ``switching``;
+- ``upstream``: where the route points while a model runs; ``facts``: its startup facts;
+- ``last_switch``: the last switch report.
+
+One writer: only the holder of the slot lock writes (``switch.Switcher`` is the only code that
+calls ``save``). Writes are atomic (temp file, fsync, rename): a crash leaves the old file or
+the new, never half. Anyone may ``load``; ``load`` never writes, so ``status`` (no lock) cannot
+race the writer. A file that cannot be read is moved aside by the writer only (``recover``),
+with a warning that names both paths.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
 from dataclasses import asdict, dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
+
+from orchestrator.control.lock import SlotLock
+from orchestrator.errors import BusyError
+
+log = logging.getLogger("orchestrator.state")
 
 STATE_FILE = "slot.json"
 
 
+class Phase(StrEnum):
+    """What the slot is doing. The route the frontdoor gets is derived from it (route.py)."""
+
+    EMPTY = "empty"  # fresh host: no state yet
+    STARTING = "starting"  # the controller brings ``current`` up (boot, restart after an exit)
+    SERVING = "serving"  # ``current`` runs and is ready
+    SWITCHING = "switching"  # a switch to ``target`` is under way; ``current`` still committed
+    STOPPING = "stopping"  # an operator's stop is under way
+    STOPPED = "stopped"  # no model, by the operator's choice
+    DOWN = "down"  # ``current``'s container exited or failed to start; a restart is due
+    FAULTED = "faulted"  # a device fault; nothing restarts until an operator switches
+    FAILED = "failed"  # a switch failed and nothing could be restored; nothing committed
+
+
 @dataclass
 class SlotState:
+    phase: Phase = Phase.EMPTY
     current: str | None = None
     current_hash: str | None = None
     container_id: str | None = None
+    target: str | None = None
     previous: str | None = None
-    stopped: bool = False
-    fault: str | None = None
+    reason: str | None = None
+    upstream: str | None = None
     facts: dict[str, Any] = field(default_factory=dict)
     last_switch: dict[str, Any] | None = None
     updated_at: str | None = None
 
+    @property
+    def stopped(self) -> bool:
+        return self.phase is Phase.STOPPED
+
+    @property
+    def fault(self) -> str | None:
+        return self.reason if self.phase is Phase.FAULTED else None
+
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        raw = asdict(self)
+        raw["phase"] = self.phase.value
+        return raw
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> SlotState:
         known = {key: raw[key] for key in cls.__dataclass_fields__ if key in raw}
+        phase = raw.get("phase")
+        known["phase"] = Phase(phase) if phase in {p.value for p in Phase} else _phase_of(raw)
+        if "reason" not in raw and raw.get("fault"):
+            known["reason"] = raw["fault"]
         return cls(**known)
+
+
+def _phase_of(raw: dict[str, Any]) -> Phase:
+    """The phase of a file written before phases existed (``stopped``/``fault`` flags)."""
+    if raw.get("fault"):
+        return Phase.FAULTED
+    if raw.get("stopped"):
+        return Phase.STOPPED
+    return Phase.SERVING if raw.get("current") else Phase.FAILED
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """What ``read`` found: the state, and why the file could not be used if it could not."""
+
+    state: SlotState
+    problem: str | None = None
 
 
 class StateStore:
@@ -53,17 +115,42 @@ class StateStore:
     def exists(self) -> bool:
         return self.path.exists()
 
-    def load(self) -> SlotState:
-        """The persisted state; a fresh one when there is none. An unreadable file is moved
-        aside (``slot.json.bad``) rather than trusted or silently overwritten."""
+    def read(self) -> Loaded:
+        """The persisted state (a fresh one when there is none). Never writes."""
         try:
             raw = json.loads(self.path.read_text())
         except FileNotFoundError:
-            return SlotState()
-        except (OSError, json.JSONDecodeError):
-            os.replace(self.path, self.path.with_suffix(".json.bad"))
-            return SlotState()
-        return SlotState.from_json(raw) if isinstance(raw, dict) else SlotState()
+            return Loaded(SlotState())
+        except (OSError, ValueError) as exc:
+            return Loaded(SlotState(), f"{type(exc).__name__}: {exc}")
+        if not isinstance(raw, dict):
+            return Loaded(SlotState(), f"not a JSON object: {type(raw).__name__}")
+        try:
+            return Loaded(SlotState.from_json(raw))
+        except (TypeError, ValueError) as exc:
+            return Loaded(SlotState(), f"{type(exc).__name__}: {exc}")
+
+    def load(self) -> SlotState:
+        """The persisted state for a reader; an unreadable file reads as a fresh state."""
+        return self.read().state
+
+    def recover(self, lock: SlotLock) -> SlotState:
+        """The writer's load: an unreadable file is moved aside (``slot.json.bad``), never
+        trusted or silently overwritten, and the log says where it went."""
+        if not lock.held:
+            raise BusyError(f"{self.path}: only the holder of {lock.path} may recover the state")
+        loaded = self.read()
+        if loaded.problem is None:
+            return loaded.state
+        aside = self.path.with_name(STATE_FILE + ".bad")
+        os.replace(self.path, aside)
+        log.warning(
+            "state file %s is unreadable (%s): moved it to %s; starting from an empty state",
+            self.path,
+            loaded.problem,
+            aside,
+        )
+        return loaded.state
 
     def save(self, state: SlotState) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)

@@ -2,12 +2,23 @@
 
 The sequence (DESIGN.md "Switching"): lock -> resolve -> preflight -> frontdoor ``switching``
 -> drain -> stop the old container -> create the new -> wait until ready -> startup facts ->
-flip the route -> persist -> report. The caller holds the slot lock (``lock.py``); the CLI
-(in-process) and the controller (over its control socket) both call ``Switcher.switch``.
+flip the route -> persist -> report. The CLI (in-process) and the controller (over its control
+socket) both call ``Switcher.switch``.
 
-Two rules shape the code:
+``Switcher`` is the one writer of the slot's state (``state.Phase`` and the rest of
+``SlotState``): every operation runs under the slot lock (taken here if the caller does not
+hold it already), every change of phase goes through ``_enter``, and the route the frontdoor
+gets is derived from the phase (``route.route_for``), never chosen ad hoc. A route the
+frontdoor did not acknowledge stays pending (``route_acked`` False) until ``publish`` lands it:
+the controller re-sends it every few seconds, the in-process CLI for a bounded time before it
+exits (non-zero if it never landed). docs/slot.md has the table of what each operation does
+from each phase.
+
+Three rules shape the code:
 
 - nothing on the host changes until preflight has passed (invariant 3);
+- the old model is not stopped until the frontdoor has drained it; if the drain call fails, the
+  switch is aborted and the old model keeps serving (invariant 4);
 - if the new profile does not become ready, the previous one is brought back, checked again
   and the route flipped back to it; the report says so and the switch fails (non-zero exit).
 
@@ -20,16 +31,16 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import docker.errors
-
 from orchestrator.config import Paths
-from orchestrator.control.frontdoor_client import FrontdoorClient, build_route
-from orchestrator.control.state import SlotState, StateStore
+from orchestrator.control.frontdoor_client import FrontdoorClient
+from orchestrator.control.lock import SlotLock
+from orchestrator.control.route import RouteResult, route_for
+from orchestrator.control.state import Phase, SlotState, StateStore
 from orchestrator.errors import (
     FrontdoorError,
     ModelSlotError,
@@ -41,7 +52,7 @@ from orchestrator.errors import (
 )
 from orchestrator.profiles.store import Profile, ProfileStore
 from orchestrator.slot import facts as facts_mod
-from orchestrator.slot.docker_slot import ContainerInfo, Slot
+from orchestrator.slot.protocol import ContainerInfo, Slot
 
 Progress = Callable[[dict[str, Any]], None]
 
@@ -49,6 +60,10 @@ Progress = Callable[[dict[str, Any]], None]
 DEFAULT_DRAIN_TIMEOUT_S = 30.0
 #: How long a boot or restart waits for the frontdoor to accept the `switching` route.
 ANNOUNCE_WAIT_S = 15.0
+#: How long the in-process CLI re-sends a route the frontdoor missed before it gives up.
+DEFAULT_ROUTE_ACK_TIMEOUT_S = 30.0
+#: Pause between two sends of a route the frontdoor missed.
+ROUTE_RESEND_S = 0.5
 
 
 def _now() -> str:
@@ -70,6 +85,8 @@ class Report:
     phases: list[dict[str, Any]] = field(default_factory=list)
     startup_facts: dict[str, Any] = field(default_factory=dict)
     frontdoor: str = ""
+    route_acked: bool = True
+    serving: str | None = None  # the profile the host serves when the report ends
     container_id: str | None = None
     error: str | None = None
     log_tail: str | None = None
@@ -84,10 +101,12 @@ class Report:
             "outcome": self.outcome,
             "profile": self.profile,
             "previous": self.previous,
+            "serving": self.serving,
             "phases": self.phases,
             "total_s": self.total_s,
             "startup_facts": self.startup_facts,
             "frontdoor": self.frontdoor,
+            "route_acked": self.route_acked,
             "container_id": self.container_id,
             "error": self.error,
             "log_tail": self.log_tail,
@@ -100,9 +119,13 @@ class Report:
         self.finished_at = _now()
         self.total_s = round(time.monotonic() - self._t0, 3)
 
+    def routed(self, result: RouteResult) -> None:
+        self.frontdoor = result.text
+        self.route_acked = result.acked
+
 
 class Switcher:
-    """Runs switches, stops and (re)starts against one slot. Holds no lock itself."""
+    """Runs switches, stops and (re)starts against one slot; the one writer of its state."""
 
     def __init__(
         self,
@@ -113,6 +136,7 @@ class Switcher:
         frontdoor: FrontdoorClient | None,
         paths: Paths,
         drain_timeout_s: float = DEFAULT_DRAIN_TIMEOUT_S,
+        route_ack_timeout_s: float = DEFAULT_ROUTE_ACK_TIMEOUT_S,
     ) -> None:
         self.store = store
         self.slot = slot
@@ -120,8 +144,92 @@ class Switcher:
         self.frontdoor = frontdoor
         self.paths = paths
         self.drain_timeout_s = drain_timeout_s
-        #: True when the last route could not be sent; ``resend_route`` retries it.
-        self.route_pending = False
+        self.route_ack_timeout_s = route_ack_timeout_s
+        self.lock = SlotLock(state.directory, "switch")
+        #: The state as last written; only this object changes it, always under the lock.
+        self._state = state.load()
+        #: False while the route derived from ``_state`` has not been acknowledged.
+        self.route_acked = True
+
+    # ---- the one state ---------------------------------------------------------------------
+    @property
+    def snapshot(self) -> SlotState:
+        """The state as this writer last set it (a copy: changes go through ``_enter``)."""
+        return replace(self._state)
+
+    @property
+    def route_pending(self) -> bool:
+        return not self.route_acked
+
+    @contextmanager
+    def _writing(self) -> Iterator[SlotState]:
+        """Hold the slot lock for one operation (the controller holds it all along) and start
+        from the persisted state; a corrupt file is moved aside here, by the writer only."""
+        took = not self.lock.held
+        if took:
+            self.lock.acquire()
+        try:
+            self._state = self.state.recover(self.lock)
+            yield self.snapshot
+        finally:
+            if took:
+                self.lock.release()
+
+    def _enter(self, new: SlotState, persist: bool = True) -> RouteResult:
+        """Make ``new`` the slot's state (and save it), then send the route derived from it."""
+        new.updated_at = _now()
+        self._state = new
+        if persist:
+            self.state.save(new)
+        return self.publish()
+
+    def _save(self) -> None:
+        self.state.save(self._state)
+
+    def publish(self) -> RouteResult:
+        """Send the route the current state implies; remember whether it landed."""
+        state = self._state
+        route = route_for(state, self._load_quiet(state.current), self._load_quiet(state.target))
+        result = self._send(route)
+        self.route_acked = result.acked
+        return result
+
+    def settle_route(self, timeout_s: float, progress: Progress | None = None) -> RouteResult:
+        """Re-send a pending route until the frontdoor acknowledges it or ``timeout_s`` passes.
+        For a caller that exits afterwards (the in-process CLI): nobody re-sends after it."""
+        progress = progress or _quiet
+        result = self.publish() if self.route_pending else self._acked_result()
+        deadline = time.monotonic() + timeout_s
+        while not result.acked and time.monotonic() < deadline:
+            progress({"event": "step", "phase": "frontdoor", "text": result.text + "; re-sending"})
+            time.sleep(ROUTE_RESEND_S)  # the frontdoor is down or frozen: nothing to wait on
+            result = self.publish()
+        return result
+
+    def _acked_result(self) -> RouteResult:
+        state = self._state
+        where = self.frontdoor.base_url if self.frontdoor is not None else None
+        return RouteResult(route_for(state, None)["state"], True, where)
+
+    def _send(self, route: dict[str, Any]) -> RouteResult:
+        if self.frontdoor is None:
+            return RouteResult(route["state"], True, None)
+        try:
+            self.frontdoor.put_route(route)
+        except FrontdoorError as exc:
+            return RouteResult(route["state"], False, self.frontdoor.base_url, str(exc))
+        return RouteResult(route["state"], True, self.frontdoor.base_url)
+
+    def mark(self, phase: Phase, reason: str) -> RouteResult:
+        """The controller's verdicts: ``down`` (an exit, a failed start), ``faulted`` (a device
+        fault) with the reason; the committed profile stays."""
+        with self._writing() as state:
+            return self._enter(replace(state, phase=phase, reason=reason, target=None))
+
+    def load(self) -> SlotState:
+        """The persisted state, as the writer sees it (for the controller's reconcile)."""
+        with self._writing() as state:
+            return state
 
     # ---- phases ---------------------------------------------------------------------------
     @contextmanager
@@ -155,6 +263,12 @@ class Switcher:
 
         return step
 
+    def _routed(self, report: Report, result: RouteResult, progress: Progress) -> str:
+        report.routed(result)
+        if result.where is not None:
+            progress({"event": "step", "phase": "frontdoor", "text": result.text})
+        return result.text
+
     # ---- preflight ------------------------------------------------------------------------
     def preflight(self, profile: Profile, force: bool) -> list[str]:
         """Checks that must pass before the running model is touched. Returns what was checked;
@@ -184,18 +298,18 @@ class Switcher:
         else:
             checked.append(f"model directory {model_dir}")
         try:
-            self.slot.client.images.get(profile.image)
-            checked.append(f"image {profile.image}")
-        except docker.errors.ImageNotFound:
-            problems.append(f"image {profile.image} does not exist on this host (build it)")
-        except docker.errors.APIError as exc:
-            problems.append(f"cannot ask Docker about image {profile.image}: {exc}")
+            if self.slot.image_exists(profile.image):
+                checked.append(f"image {profile.image}")
+            else:
+                problems.append(f"image {profile.image} does not exist on this host (build it)")
+        except SlotError as exc:
+            problems.append(str(exc))
         missing = [device for device in profile.devices if not Path(device).exists()]
         if missing:
             problems.append(f"devices missing: {', '.join(missing)}")
         elif profile.devices:
             checked.append(f"devices {', '.join(profile.devices)}")
-            holders = self._device_holders(profile.devices)
+            holders = self.slot.device_holders(profile.devices)
             if holders:
                 problems.append("devices held by other containers: " + "; ".join(holders))
         if self.frontdoor is not None:
@@ -211,21 +325,6 @@ class Switcher:
             )
         return checked
 
-    def _device_holders(self, devices: tuple[str, ...]) -> list[str]:
-        """Running containers, other than this slot's, that map any of ``devices``."""
-        ours = self.slot.config.container_name
-        holders = []
-        for container in self.slot.client.containers.list():
-            name = (container.attrs.get("Name") or "").lstrip("/")
-            if name == ours:
-                continue
-            mapped = container.attrs.get("HostConfig", {}).get("Devices") or []
-            for mapping in mapped:
-                host = mapping.get("PathOnHost", "")
-                if any(host == d or host.startswith(d.rstrip("/") + "/") for d in devices):
-                    holders.append(f"{name} ({host})")
-        return holders
-
     # ---- helpers --------------------------------------------------------------------------
     def _load_quiet(self, name: str | None) -> Profile | None:
         if not name:
@@ -234,14 +333,6 @@ class Switcher:
             return self.store.load(name)
         except ProfileError:
             return None
-
-    def _put_route(self, report: Report, route: dict[str, Any], progress: Progress) -> None:
-        if self.frontdoor is None:
-            report.frontdoor = "skipped (MODEL_SLOT_FRONTDOOR_ADMIN_URL not set)"
-            return
-        self.frontdoor.put_route(route)
-        report.frontdoor = f"route {route['state']} at {self.frontdoor.base_url}"
-        progress({"event": "step", "phase": "frontdoor", "text": f"route {route['state']}"})
 
     def _read_facts(self) -> dict[str, Any]:
         return facts_mod.parse(self.slot.logs(timestamps=True).splitlines())
@@ -263,36 +354,35 @@ class Switcher:
                 sum(p["duration_s"] for p in report.phases if p["name"] in ("create", "ready")),
                 3,
             )
-            phase["detail"] = _facts_line(found)
+            phase["detail"] = facts_mod.describe(found)
         return info, found
 
-    def _flip(
+    def _serving(
         self,
-        report: Report,
         profile: Profile,
         info: ContainerInfo,
         found: dict[str, Any],
-        progress: Progress,
-    ) -> None:
+        previous: str | None,
+        last_switch: dict[str, Any] | None,
+    ) -> SlotState:
+        return SlotState(
+            phase=Phase.SERVING,
+            current=profile.name,
+            current_hash=profile.hash,
+            container_id=info.id,
+            previous=previous,
+            upstream=self.slot.upstream_url(profile, info),
+            facts=found,
+            last_switch=last_switch,
+        )
+
+    def _flip(self, report: Report, serving: SlotState, progress: Progress) -> None:
+        """Enter ``serving`` (not saved yet: ``persist`` does that) and send its route. A
+        frontdoor that does not take it (e.g. still starting at boot) must not undo a ready
+        model: the route stays pending and is re-sent until it lands."""
         with self._phase(report, "flip", progress) as phase:
-            try:
-                self._put_route(
-                    report,
-                    build_route(
-                        "serving",
-                        upstream=self.slot.upstream_url(profile, info),
-                        profile=profile,
-                        facts=found,
-                    ),
-                    progress,
-                )
-                self.route_pending = False
-            except FrontdoorError as exc:
-                # The model is ready; a frontdoor that is down (e.g. still starting at boot)
-                # must not undo that. The controller re-sends the route until it lands.
-                report.frontdoor = f"flip failed (will be re-sent): {exc}"
-                self.route_pending = True
-            phase["detail"] = report.frontdoor
+            phase["detail"] = self._routed(report, self._enter(serving, persist=False), progress)
+        report.serving = serving.current
 
     # ---- switch ---------------------------------------------------------------------------
     def switch(
@@ -302,10 +392,16 @@ class Switcher:
         progress: Progress | None = None,
         lock_wait_s: float = 0.0,
     ) -> Report:
-        """Move the slot to profile ``name``. The caller holds the slot lock."""
+        """Move the slot to profile ``name``."""
         progress = progress or _quiet
-        before = self.state.load()
+        with self._writing() as before:
+            return self._switch(before, name, force, progress, lock_wait_s)
+
+    def _switch(
+        self, before: SlotState, name: str, force: bool, progress: Progress, lock_wait_s: float
+    ) -> Report:
         report = Report("switch", name, before.current)
+        report.serving = before.current if before.phase is Phase.SERVING else None
         report.phases.append({"name": "lock", "duration_s": round(lock_wait_s, 3)})
         try:
             with self._phase(report, "resolve", progress) as phase:
@@ -324,57 +420,83 @@ class Switcher:
             and running.status == "running"
             and running.profile_hash == profile.hash
             and before.current == profile.name
-            and not before.fault
+            and before.phase is not Phase.FAULTED
         ):
             return self._reconfirm(report, profile, running, before, progress)
 
         # From here on the host changes.
         old_upstream = self.slot.upstream_url(old, running) if old is not None and running else None
+        switching = replace(
+            before,
+            phase=Phase.SWITCHING,
+            target=profile.name,
+            reason=f"switching to {profile.name}",
+            upstream=old_upstream,
+        )
         with self._phase(report, "switching", progress) as phase:
-            self._put_route(
-                report,
-                build_route(
-                    "switching",
-                    upstream=old_upstream,
-                    profile=old or profile,
-                    reason=f"switching to {profile.name}",
-                    facts=before.facts,
-                ),
-                progress,
-            )
-            phase["detail"] = report.frontdoor
-        with self._phase(report, "drain", progress) as phase:
-            if self.frontdoor is None:
-                phase["detail"] = "skipped (no frontdoor)"
-            elif running is None:
-                phase["detail"] = "nothing running"
-            else:
-                drained = self.frontdoor.drain(self.drain_timeout_s)
-                phase["detail"] = (
-                    f"drained={drained.get('drained')} after {drained.get('waited_s')}s, "
-                    f"{drained.get('active_generations')} still active"
-                )
-        with self._phase(report, "stop", progress) as phase:
-            grace = old.stop_timeout_s if old is not None else profile.stop_timeout_s
-            removed = self.slot.stop(grace, on_step=self._step(progress, "stop"))
-            phase["detail"] = f"removed {', '.join(r[:12] for r in removed) or 'nothing'}"
+            phase["detail"] = self._routed(report, self._enter(switching), progress)
+        if not report.route_acked:
+            return self._abort(report, before, profile, report.frontdoor, progress)
         try:
+            with self._phase(report, "drain", progress) as phase:
+                if self.frontdoor is None:
+                    phase["detail"] = "skipped (no frontdoor)"
+                elif running is None:
+                    phase["detail"] = "nothing running"
+                else:
+                    drained = self.frontdoor.drain(self.drain_timeout_s)
+                    phase["detail"] = (
+                        f"drained={drained.get('drained')} after {drained.get('waited_s')}s, "
+                        f"{drained.get('active_generations')} still active"
+                    )
+        except FrontdoorError as exc:
+            return self._abort(report, before, profile, f"the drain failed: {exc}", progress)
+        try:
+            with self._phase(report, "stop", progress) as phase:
+                grace = old.stop_timeout_s if old is not None else profile.stop_timeout_s
+                removed = self.slot.stop(grace, on_step=self._step(progress, "stop"))
+                phase["detail"] = f"removed {', '.join(r[:12] for r in removed) or 'nothing'}"
+            report.serving = None
             info, found = self._bring_up(report, profile, progress)
         except (NotReadyError, SlotError) as exc:
             return self._rollback(
                 report, profile=profile, old=old, before=before, failure=exc, progress=progress
             )
         report.startup_facts = found
-        try:
-            self._flip(report, profile, info, found, progress)
-        except FrontdoorError as exc:
-            report.frontdoor = f"flip failed: {exc}"
-        with self._phase(report, "persist", progress):
-            report.finish("switched")
-            previous = before.current if before.current != profile.name else before.previous
-            self._save_running(profile, info, found, previous, report.to_json())
+        previous = before.current if before.current != profile.name else before.previous
+        serving = self._serving(profile, info, found, previous, None)
+        self._flip(report, serving, progress)
         report.finish("switched")
+        with self._phase(report, "persist", progress):
+            self._state.last_switch = report.to_json()
+            self._save()
         return report
+
+    def _abort(
+        self,
+        report: Report,
+        before: SlotState,
+        profile: Profile,
+        why: str,
+        progress: Progress,
+    ) -> Report:
+        """The frontdoor failed before the old model was touched: back to the state before the
+        switch (its route re-sent until it lands), and the switch fails saying what serves."""
+        report.error = why
+        report.serving = before.current if before.phase is Phase.SERVING else None
+        progress({"event": "failure", "error": why, "log_tail": ""})
+        back = self._enter(replace(before, last_switch=None))
+        report.routed(back)
+        report.finish("aborted")
+        self._state.last_switch = report.to_json()
+        self._save()
+        serves = f"{report.serving} still serves" if report.serving else "nothing was running"
+        route = "" if back.acked else f"; the {back.text} (it is re-sent until it lands)"
+        raise SwitchFailedError(
+            f"switch to {profile.name} aborted before the running model was touched: {why}\n"
+            f"{serves}{route}",
+            report.to_json(),
+        )
 
     def _reconfirm(
         self,
@@ -391,12 +513,10 @@ class Switcher:
         found = before.facts or self._read_facts()
         report.container_id = running.id
         report.startup_facts = found
-        self._flip(report, profile, running, found, progress)
+        self._flip(report, self._serving(profile, running, found, before.previous, None), progress)
         report.finish("unchanged")
-        before.last_switch = report.to_json()
-        before.container_id = running.id
-        before.updated_at = _now()
-        self.state.save(before)
+        self._state.last_switch = report.to_json()
+        self._save()
         return report
 
     def _rollback(
@@ -413,241 +533,151 @@ class Switcher:
         tail = failure.log_tail if isinstance(failure, NotReadyError) else ""
         report.error = str(failure)
         report.log_tail = tail or self.slot.log_tail()
+        report.serving = None
         progress({"event": "failure", "error": report.error, "log_tail": report.log_tail})
-        state = SlotState(
-            current=None,
-            previous=before.current,
-            last_switch=None,
-            updated_at=_now(),
-        )
-        with self._phase(report, "rollback-stop", progress):
-            self.slot.stop(profile.stop_timeout_s, on_step=self._step(progress, "rollback-stop"))
-        if old is None:
-            reason = f"switch to {profile.name} failed and there is no previous profile"
-            self._route_quiet(report, "down", None, reason, progress)
-            report.finish("failed")
-            state.last_switch = report.to_json()
-            self.state.save(state)
-            raise SwitchFailedError(f"{report.error}\n{reason}", report.to_json())
         try:
+            with self._phase(report, "rollback-stop", progress):
+                self.slot.stop(
+                    profile.stop_timeout_s, on_step=self._step(progress, "rollback-stop")
+                )
+            if old is None:
+                raise _NothingToRestore
             info, found = self._bring_up(report, old, progress)
-        except (NotReadyError, SlotError) as exc:
-            reason = f"switch to {profile.name} failed; restoring {old.name} failed too: {exc}"
-            self._route_quiet(report, "down", old, reason, progress)
-            report.finish("failed")
+        except (NotReadyError, SlotError, _NothingToRestore) as exc:
+            if isinstance(exc, _NothingToRestore):
+                reason = f"switch to {profile.name} failed and there is no previous profile"
+            else:
+                restoring = old.name if old is not None else "the slot"
+                reason = f"switch to {profile.name} failed; restoring {restoring} failed too: {exc}"
+            failed = SlotState(phase=Phase.FAILED, previous=before.current, reason=reason)
+            report.routed(self._enter(failed, persist=False))
             report.error = f"{report.error}\n{reason}"
-            state.last_switch = report.to_json()
-            self.state.save(state)
+            report.finish("failed")
+            self._state.last_switch = report.to_json()
+            self._save()
             raise SwitchFailedError(report.error, report.to_json()) from None
-        try:
-            self._flip(report, old, info, found, progress)
-        except FrontdoorError as exc:
-            report.frontdoor = f"flip back failed: {exc}"
         report.startup_facts = found
+        self._flip(report, self._serving(old, info, found, before.previous, None), progress)
         report.finish("rolled-back")
-        self._save_running(old, info, found, before.previous, report.to_json())
+        self._state.last_switch = report.to_json()
+        self._save()
         raise SwitchFailedError(
             f"switch to {profile.name} failed; {old.name} restored and serving again.\n"
             f"{report.error}",
             report.to_json(),
         )
 
-    def _route_quiet(
-        self,
-        report: Report,
-        state: str,
-        profile: Profile | None,
-        reason: str,
-        progress: Progress,
-    ) -> None:
-        """Tell the frontdoor, but never let a frontdoor problem hide the real failure."""
-        try:
-            self._put_route(
-                report, build_route(state, upstream=None, profile=profile, reason=reason), progress
-            )
-        except FrontdoorError as exc:
-            report.frontdoor = f"route {state} not sent: {exc}"
-
-    def _announce(self, report: Report, profile: Profile, reason: str, progress: Progress) -> None:
-        """Route ``switching`` before a model is (re)started with nothing to roll back to.
+    def _announce(self, state: SlotState, report: Report, progress: Progress) -> None:
+        """Enter ``starting`` (route ``switching``) before a model is (re)started with nothing
+        to roll back to.
 
         The frontdoor restores its last route when it starts (after a reboot, that route names
         a container that is gone), and at boot it starts just after the orchestrator. So wait a
         bounded time for it to answer: until the route says ``switching``, requests would fail
         with 502 against the old upstream instead of being held or refused with Retry-After.
+        Past the bound the route stays pending; the controller re-sends it once it is free.
         """
-        if self.frontdoor is None:
-            return
+        result = self._enter(state)
         deadline = time.monotonic() + ANNOUNCE_WAIT_S
-        while True:
-            self._route_quiet(report, "switching", profile, reason, progress)
-            if "not sent" not in report.frontdoor:
-                return
-            if time.monotonic() >= deadline:
-                self.route_pending = True  # the controller re-sends once it is free
-                return
-            time.sleep(0.5)  # the frontdoor is starting; nothing to wait on but its port
+        while not result.acked and time.monotonic() < deadline:
+            time.sleep(ROUTE_RESEND_S)  # the frontdoor is starting; nothing to wait on but its port
+            result = self.publish()
+        self._routed(report, result, progress)
 
     # ---- stop -----------------------------------------------------------------------------
     def stop(self, progress: Progress | None = None, lock_wait_s: float = 0.0) -> Report:
-        """No model on the host, route ``down``; ``up`` will not bring one back until a switch."""
+        """No model on the host, route ``down``; ``up`` will not bring one back until a switch.
+        An operator's order: a frontdoor that fails on the way does not hold it up."""
         progress = progress or _quiet
-        before = self.state.load()
-        old = self._load_quiet(before.current)
-        report = Report("stop", None, before.current)
-        report.phases.append({"name": "lock", "duration_s": round(lock_wait_s, 3)})
-        with self._phase(report, "switching", progress):
-            self._route_quiet(report, "switching", old, "stopping the model", progress)
-        with self._phase(report, "drain", progress) as phase:
-            if self.frontdoor is not None and self.slot.current() is not None:
-                try:
-                    drained = self.frontdoor.drain(self.drain_timeout_s)
-                    phase["detail"] = f"drained={drained.get('drained')}"
-                except FrontdoorError as exc:
-                    phase["detail"] = f"not drained: {exc}"
-        with self._phase(report, "stop", progress) as phase:
-            grace = old.stop_timeout_s if old is not None else 30.0
-            removed = self.slot.stop(grace, on_step=self._step(progress, "stop"))
-            phase["detail"] = f"removed {', '.join(r[:12] for r in removed) or 'nothing'}"
-        with self._phase(report, "down", progress):
-            self._route_quiet(report, "down", old, "stopped by the operator", progress)
-        report.finish("stopped")
-        self.state.save(
-            SlotState(
-                current=None,
+        with self._writing() as before:
+            report = Report("stop", None, before.current)
+            report.phases.append({"name": "lock", "duration_s": round(lock_wait_s, 3)})
+            old = self._load_quiet(before.current)
+            stopping = replace(before, phase=Phase.STOPPING, reason="stopping the model")
+            with self._phase(report, "switching", progress):
+                self._routed(report, self._enter(stopping), progress)
+            with self._phase(report, "drain", progress) as phase:
+                if self.frontdoor is not None and self.slot.current() is not None:
+                    try:
+                        drained = self.frontdoor.drain(self.drain_timeout_s)
+                        phase["detail"] = f"drained={drained.get('drained')}"
+                    except FrontdoorError as exc:
+                        phase["detail"] = f"not drained: {exc}"
+            with self._phase(report, "stop", progress) as phase:
+                grace = old.stop_timeout_s if old is not None else 30.0
+                removed = self.slot.stop(grace, on_step=self._step(progress, "stop"))
+                phase["detail"] = f"removed {', '.join(r[:12] for r in removed) or 'nothing'}"
+            stopped = SlotState(
+                phase=Phase.STOPPED,
                 previous=before.current or before.previous,
-                stopped=True,
-                last_switch=report.to_json(),
-                updated_at=_now(),
+                reason="stopped by the operator",
             )
-        )
-        return report
+            with self._phase(report, "down", progress):
+                self._routed(report, self._enter(stopped, persist=False), progress)
+            report.finish("stopped")
+            self._state.last_switch = report.to_json()
+            self._save()
+            return report
 
     # ---- the controller's entries ---------------------------------------------------------
     def start(self, profile: Profile, action: str, progress: Progress | None = None) -> Report:
         """Sweep the slot and bring ``profile`` up (boot, or a restart after an exit). No
-        rollback: there is nothing running to go back to. Raises NotReadyError/SlotError."""
+        rollback: there is nothing running to go back to. Raises NotReadyError/SlotError (the
+        controller then marks the slot ``down`` or ``faulted``)."""
         progress = progress or _quiet
-        before = self.state.load()
-        report = Report(action, profile.name, before.previous)
-        self._announce(report, profile, f"{action}: starting {profile.name}", progress)
-        with self._phase(report, "stop", progress) as phase:
-            removed = self.slot.stop(profile.stop_timeout_s, on_step=self._step(progress, "stop"))
-            phase["detail"] = f"removed {', '.join(r[:12] for r in removed) or 'nothing'}"
-        try:
-            info, found = self._bring_up(report, profile, progress)
-        except (NotReadyError, SlotError) as exc:
-            report.error = str(exc)
-            report.log_tail = exc.log_tail if isinstance(exc, NotReadyError) else ""
-            report.finish("failed")
-            raise
-        report.startup_facts = found
-        self._flip(report, profile, info, found, progress)
-        report.finish("started")
-        self._save_running(profile, info, found, before.previous, before.last_switch)
-        return report
+        with self._writing() as before:
+            report = Report(action, profile.name, before.previous)
+            starting = SlotState(
+                phase=Phase.STARTING,
+                current=profile.name,
+                current_hash=profile.hash,
+                previous=before.previous,
+                reason=f"{action}: starting {profile.name}",
+                last_switch=before.last_switch,
+            )
+            self._announce(starting, report, progress)
+            with self._phase(report, "stop", progress) as phase:
+                removed = self.slot.stop(
+                    profile.stop_timeout_s, on_step=self._step(progress, "stop")
+                )
+                phase["detail"] = f"removed {', '.join(r[:12] for r in removed) or 'nothing'}"
+            try:
+                info, found = self._bring_up(report, profile, progress)
+            except (NotReadyError, SlotError) as exc:
+                report.error = str(exc)
+                report.log_tail = exc.log_tail if isinstance(exc, NotReadyError) else ""
+                report.finish("failed")
+                raise
+            report.startup_facts = found
+            serving = self._serving(profile, info, found, before.previous, before.last_switch)
+            self._flip(report, serving, progress)
+            report.finish("started")
+            self._save()
+            return report
 
     def adopt(
         self, profile: Profile, info: ContainerInfo, progress: Progress | None = None
     ) -> Report:
         """Take over a running container of ``profile`` (same hash) without recreating it."""
         progress = progress or _quiet
-        before = self.state.load()
-        report = Report("adopt", profile.name, before.previous)
-        report.container_id = info.id
-        with self._phase(report, "ready", progress) as phase:
-            self.slot.wait_ready(
-                profile, timeout_s=profile.startup_timeout_s, on_step=self._step(progress, "ready")
-            )
-            phase["detail"] = f"adopted {info.short_id}"
-        found = self._read_facts()
-        report.startup_facts = found
-        self._flip(report, profile, info, found, progress)
-        report.finish("adopted")
-        self._save_running(profile, info, found, before.previous, before.last_switch)
-        return report
-
-    def _save_running(
-        self,
-        profile: Profile,
-        info: ContainerInfo,
-        found: dict[str, Any],
-        previous: str | None,
-        last_switch: dict[str, Any] | None,
-    ) -> None:
-        """Persist that ``profile`` runs in ``info``'s container."""
-        self.state.save(
-            SlotState(
-                current=profile.name,
-                current_hash=profile.hash,
-                container_id=info.id,
-                previous=previous,
-                facts=found,
-                last_switch=last_switch,
-                updated_at=_now(),
-            )
-        )
-
-    def resend_route(self) -> bool:
-        """Send the route that the persisted state and the container imply. True if it landed
-        (or there is no frontdoor)."""
-        if self.frontdoor is None:
-            self.route_pending = False
-            return True
-        state = self.state.load()
-        profile = self._load_quiet(state.current)
-        info = self.slot.current()
-        if state.fault:
-            route = build_route("faulted", upstream=None, profile=profile, reason=state.fault)
-        elif state.stopped or profile is None:
-            route = build_route("down", upstream=None, profile=None, reason="no model")
-        elif info is not None and info.status == "running" and info.profile_hash == profile.hash:
-            route = build_route(
-                "serving",
-                upstream=self.slot.upstream_url(profile, info),
-                profile=profile,
-                facts=state.facts,
-            )
-        else:
-            route = build_route(
-                "down", upstream=None, profile=profile, reason="the model container is not running"
-            )
-        try:
-            self.frontdoor.put_route(route)
-        except FrontdoorError:
-            self.route_pending = True
-            return False
-        self.route_pending = False
-        return True
-
-    def mark(self, state: str, reason: str, profile: Profile | None) -> str:
-        """Put the route in ``down``/``faulted`` with a reason; returns what happened."""
-        report = Report("mark", profile.name if profile else None, None)
-        self._route_quiet(report, state, profile, reason, _quiet)
-        self.route_pending = "not sent" in report.frontdoor
-        return report.frontdoor
+        with self._writing() as before:
+            report = Report("adopt", profile.name, before.previous)
+            report.container_id = info.id
+            with self._phase(report, "ready", progress) as phase:
+                self.slot.wait_ready(
+                    profile,
+                    timeout_s=profile.startup_timeout_s,
+                    on_step=self._step(progress, "ready"),
+                )
+                phase["detail"] = f"adopted {info.short_id}"
+            found = self._read_facts()
+            report.startup_facts = found
+            serving = self._serving(profile, info, found, before.previous, before.last_switch)
+            self._flip(report, serving, progress)
+            report.finish("adopted")
+            self._save()
+            return report
 
 
-def _facts_line(found: dict[str, Any]) -> str:
-    parts = []
-    if "kv_cache_tokens" in found:
-        parts.append(f"KV cache {found['kv_cache_tokens']:,} tokens")
-    if "max_concurrency" in found:
-        parts.append(
-            f"max concurrency {found['max_concurrency']}x at "
-            f"{found.get('max_concurrency_context_tokens')} tokens"
-        )
-    for key, label in (
-        ("model_load_s", "load"),
-        ("weights_load_s", "weights"),
-        ("torch_compile_s", "compile"),
-        ("graph_capture_s", "graphs"),
-        ("engine_init_s", "engine init"),
-        ("cold_start_s", "cold start"),
-    ):
-        if key in found:
-            parts.append(f"{label} {found[key]}s")
-    return ", ".join(parts) or "no facts in the log"
-
-
-facts_line = _facts_line
+class _NothingToRestore(Exception):  # a control-flow signal inside _rollback
+    pass

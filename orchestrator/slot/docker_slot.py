@@ -1,7 +1,9 @@
 """The slot: the one model container, through the Docker API. Mechanism only.
 
-``Slot`` creates, stops, inspects, reads and waits on the container; it never decides *which*
-profile runs (that is ``switch.py``) and never talks to the frontdoor.
+``DockerSlot`` implements the ``Slot`` Protocol (``protocol.py``): it creates, stops, inspects,
+reads and waits on the container and answers the Docker questions policy asks (images, device
+holders, die events, compose services); it never decides *which* profile runs (that is
+``control/switch.py``) and never talks to the frontdoor.
 
 At most one model container exists at any instant (DESIGN.md, invariant 1). This module holds
 two of the three things that keep it so: the fixed container name (Docker refuses a second
@@ -28,7 +30,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +42,7 @@ from docker.models.containers import Container
 
 from orchestrator.errors import NotReadyError, SlotError
 from orchestrator.profiles.store import Profile
+from orchestrator.slot.protocol import ContainerInfo, DieEvent, OnStep
 
 ROLE_LABEL = "modelslot.role"
 ROLE = "model"
@@ -87,24 +90,6 @@ class SlotConfig:
             probe=probe,
             upstream_url=env.get("MODEL_SLOT_UPSTREAM_URL") or None,
         )
-
-
-@dataclass(frozen=True)
-class ContainerInfo:
-    """What the slot knows about one labelled container."""
-
-    id: str
-    name: str
-    status: str  # created, running, restarting, exited, dead, removing, paused
-    profile: str
-    profile_hash: str
-    exit_code: int | None
-    started_at: str | None
-    published_port: int | None
-
-    @property
-    def short_id(self) -> str:
-        return self.id[:12]
 
 
 def _info(container: Container) -> ContainerInfo:
@@ -161,12 +146,78 @@ def device_groups(group: str, devices: tuple[str, ...]) -> list[str]:
     return [str(gid) for gid in sorted(gids)] or [group]
 
 
-class Slot:
-    """The one model container of one slot instance."""
+class _DockerDieEvents:
+    """docker-py's event stream of this slot's ``die`` events, as ``DieEvent``s."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def __iter__(self) -> Iterator[DieEvent]:
+        for event in self._stream:
+            actor = event.get("Actor") or {}
+            code = (actor.get("Attributes") or {}).get("exitCode")
+            yield DieEvent(
+                id=str(event.get("id") or actor.get("ID") or ""),
+                exit_code=None if code is None else str(code),
+            )
+
+    def close(self) -> None:
+        self._stream.close()
+
+
+class DockerSlot:
+    """The one model container of one slot instance, through the Docker API."""
 
     def __init__(self, config: SlotConfig, client: docker.DockerClient | None = None) -> None:
         self.config = config
         self.client = client or docker.from_env(timeout=120)
+
+    @property
+    def container_name(self) -> str:
+        return self.config.container_name
+
+    # ---- questions policy asks ------------------------------------------------------------
+    def image_exists(self, image: str) -> bool:
+        try:
+            self.client.images.get(image)
+        except docker.errors.ImageNotFound:
+            return False
+        except docker.errors.APIError as exc:
+            raise SlotError(f"cannot ask Docker about image {image}: {exc}") from None
+        return True
+
+    def device_holders(self, devices: tuple[str, ...]) -> list[str]:
+        holders = []
+        for container in self.client.containers.list():
+            name = (container.attrs.get("Name") or "").lstrip("/")
+            if name == self.config.container_name:
+                continue
+            mapped = container.attrs.get("HostConfig", {}).get("Devices") or []
+            for mapping in mapped:
+                host = mapping.get("PathOnHost", "")
+                if any(host == d or host.startswith(d.rstrip("/") + "/") for d in devices):
+                    holders.append(f"{name} ({host})")
+        return holders
+
+    def die_events(self) -> _DockerDieEvents:
+        return _DockerDieEvents(
+            self.client.events(
+                decode=True,
+                filters={"type": "container", "event": ["die"], "label": self.labels_filter()},
+            )
+        )
+
+    def service_running(self, project: str, service: str) -> bool:
+        running = self.client.containers.list(
+            sparse=True,
+            filters={
+                "label": [
+                    f"com.docker.compose.project={project}",
+                    f"com.docker.compose.service={service}",
+                ]
+            },
+        )
+        return bool(running)
 
     # ---- finding --------------------------------------------------------------------------
     def labels_filter(self) -> list[str]:
@@ -288,7 +339,7 @@ class Slot:
         return _info(container)
 
     # ---- stopping -------------------------------------------------------------------------
-    def stop(self, grace_s: float, on_step: Callable[[str], None] | None = None) -> list[str]:
+    def stop(self, grace_s: float, on_step: OnStep | None = None) -> list[str]:
         """Remove every container of this slot: SIGTERM, grace, SIGKILL, wait until it has
         exited, remove, wait until Docker no longer knows it. Returns the ids removed."""
         removed = []
@@ -297,9 +348,7 @@ class Slot:
             removed.append(container.id or "")
         return removed
 
-    def _teardown(
-        self, container: Container, grace_s: float, on_step: Callable[[str], None] | None
-    ) -> None:
+    def _teardown(self, container: Container, grace_s: float, on_step: OnStep | None) -> None:
         def step(text: str) -> None:
             if on_step is not None:
                 on_step(f"{(container.id or '')[:12]}: {text}")
@@ -422,7 +471,7 @@ class Slot:
         self,
         profile: Profile,
         timeout_s: float | None = None,
-        on_step: Callable[[str], None] | None = None,
+        on_step: OnStep | None = None,
     ) -> None:
         """Return once the container is ready as invariant 2 defines it: running, ``/health``
         200, ``/v1/models`` lists the served name with the expected ``max_model_len``, and one
@@ -471,7 +520,7 @@ class Slot:
         profile: Profile,
         base: str,
         stage: str,
-        on_step: Callable[[str], None] | None,
+        on_step: OnStep | None,
     ) -> tuple[str, str]:
         """One pass through the readiness ladder; returns the stage reached and the problem,
         raises _Ready at the top."""

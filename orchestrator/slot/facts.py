@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from datetime import datetime
+from typing import Any
 
 _NUMBER = r"([0-9][0-9,]*(?:\.[0-9]+)?)"
 
@@ -132,3 +133,26 @@ def device_fault(lines: Iterable[str]) -> str | None:
             stamp = _DOCKER_TS.match(line)
             return (line[stamp.end() :] if stamp else line).strip()
     return None
+
+
+def describe(found: dict[str, Any]) -> str:
+    """The facts on one line, for progress and ``status``."""
+    parts = []
+    if "kv_cache_tokens" in found:
+        parts.append(f"KV cache {found['kv_cache_tokens']:,} tokens")
+    if "max_concurrency" in found:
+        parts.append(
+            f"max concurrency {found['max_concurrency']}x at "
+            f"{found.get('max_concurrency_context_tokens')} tokens"
+        )
+    for key, label in (
+        ("model_load_s", "load"),
+        ("weights_load_s", "weights"),
+        ("torch_compile_s", "compile"),
+        ("graph_capture_s", "graphs"),
+        ("engine_init_s", "engine init"),
+        ("cold_start_s", "cold start"),
+    ):
+        if key in found:
+            parts.append(f"{label} {found[key]}s")
+    return ", ".join(parts) or "no facts in the log"

@@ -30,7 +30,7 @@ from orchestrator.control.frontdoor_client import FrontdoorClient
 from orchestrator.control.state import StateStore
 from orchestrator.control.switch import Switcher
 from orchestrator.profiles.store import ProfileStore
-from orchestrator.slot.docker_slot import INSTANCE_LABEL, Slot, SlotConfig
+from orchestrator.slot.docker_slot import INSTANCE_LABEL, DockerSlot, SlotConfig
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -129,7 +129,7 @@ class SlotUnderTest:
         paths = Paths.from_env(self.env)
         return Switcher(
             ProfileStore(paths.profiles_dir),
-            Slot(SlotConfig.from_env(self.env), self.client),
+            DockerSlot(SlotConfig.from_env(self.env), self.client),
             state=StateStore(paths.state_dir),
             frontdoor=frontdoor,
             paths=paths,

@@ -15,6 +15,8 @@ from orchestrator.control.controller import Backoff, Controller
 from orchestrator.control.frontdoor_client import FrontdoorClient
 from orchestrator.control.lock import SlotLock
 from orchestrator.errors import BusyError
+from orchestrator.profiles.store import Profile
+from orchestrator.slot.protocol import OnStep
 from tests.slot.conftest import ADMIN_TOKEN, Frontdoor
 from tests.slot.fakes import FakeSlot
 from tests.slot.test_switch_policy import make_switcher
@@ -139,7 +141,7 @@ def test_boot_routes_switching_while_the_model_starts_not_a_stale_serving_route(
 
     class Watching(FakeSlot):
         def wait_ready(
-            self, profile: Any, timeout_s: float | None = None, on_step: Any = None
+            self, profile: Profile, timeout_s: float | None = None, on_step: OnStep | None = None
         ) -> None:
             seen.append(frontdoor.route()["state"])
             super().wait_ready(profile, timeout_s, on_step)

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from orchestrator.profiles.store import ProfileStore
-from orchestrator.slot.docker_slot import Slot, SlotConfig, device_groups
+from orchestrator.slot.docker_slot import DockerSlot, SlotConfig, device_groups
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -39,7 +39,7 @@ class _Client:
 def create(profile_name: str, config: SlotConfig, model_root: Path) -> tuple[str, dict[str, Any]]:
     client = _Client()
     profile = ProfileStore(REPO / "profiles").load(profile_name)
-    Slot(config, client).create(profile, model_root)  # type: ignore[arg-type]
+    DockerSlot(config, client).create(profile, model_root)  # type: ignore[arg-type]
     return client.containers.created[0]
 
 

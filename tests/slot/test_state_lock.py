@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.control.lock import SlotLock
-from orchestrator.control.state import SlotState, StateStore
+from orchestrator.control.state import Phase, SlotState, StateStore
 from orchestrator.errors import BusyError
 
 HOLD = """
@@ -34,10 +34,33 @@ def test_state_round_trip_and_atomic_file(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["slot.json"]  # no temp file left behind
 
 
-def test_unreadable_state_is_moved_aside_not_trusted(tmp_path: Path) -> None:
+def test_unreadable_state_is_moved_aside_by_the_lock_holder_only(tmp_path: Path) -> None:
     (tmp_path / "slot.json").write_text("{half a file")
-    assert StateStore(tmp_path).load() == SlotState()
+    store = StateStore(tmp_path)
+    lock = SlotLock(tmp_path, "test")
+    with pytest.raises(BusyError, match="only the holder"):
+        store.recover(lock)
+    assert (tmp_path / "slot.json").exists()
+    with lock:
+        assert store.recover(lock) == SlotState()
     assert (tmp_path / "slot.json.bad").read_text() == "{half a file"
+    assert not (tmp_path / "slot.json").exists()
+
+
+def test_a_state_file_from_before_phases_reads_as_its_phase(tmp_path: Path) -> None:
+    store = StateStore(tmp_path)
+    cases = [
+        ({"current": "cpu-tiny"}, Phase.SERVING),
+        ({"current": None, "stopped": True}, Phase.STOPPED),
+        ({"current": "cpu-tiny", "fault": "device fault: X"}, Phase.FAULTED),
+        ({"current": None, "previous": "cpu-tiny"}, Phase.FAILED),
+    ]
+    for raw, phase in cases:
+        store.path.write_text(json.dumps(raw))
+        assert store.load().phase is phase
+    assert store.load().reason is None
+    store.path.write_text(json.dumps({"current": "x", "fault": "device fault: X"}))
+    assert store.load().fault == "device fault: X"
 
 
 def test_second_writer_in_another_process_is_refused_and_told_who_holds_it(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import pytest
 
@@ -13,7 +13,7 @@ from orchestrator.control.state import StateStore
 from orchestrator.control.switch import Switcher
 from orchestrator.errors import FrontdoorError, PreflightError, SwitchFailedError
 from orchestrator.profiles.store import ProfileStore
-from orchestrator.slot.docker_slot import Slot
+from orchestrator.slot.protocol import OnStep
 from tests.slot.conftest import Frontdoor
 from tests.slot.fakes import FakeSlot
 
@@ -29,7 +29,7 @@ def make_switcher(
     paths = Paths(profiles_dir, tmp_path / "state", tmp_path / "models")
     return Switcher(
         ProfileStore(profiles_dir),
-        cast(Slot, fake),
+        fake,
         state=StateStore(paths.state_dir),
         frontdoor=frontdoor,
         paths=paths,
@@ -43,7 +43,7 @@ def test_switch_runs_the_phases_in_order_and_flips_the_route(
     seen_during_stop: list[str] = []
 
     class Watching(FakeSlot):
-        def stop(self, grace_s: float, on_step: Any = None) -> list[str]:
+        def stop(self, grace_s: float, on_step: OnStep | None = None) -> list[str]:
             seen_during_stop.append(frontdoor.route()["state"])
             return super().stop(grace_s, on_step)
 
