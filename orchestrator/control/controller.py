@@ -125,7 +125,7 @@ class Controller:
         try:
             self._listen()
             self._watch_events()
-            self._reconcile()
+            self.reconcile()
             self.ready.set()
             self._loop()
             self._leave()
@@ -176,7 +176,7 @@ class Controller:
             except queue.Empty:
                 if self._restart_at is not None and time.monotonic() >= self._restart_at:
                     self._restart_at = None
-                    self._restart()
+                    self.restart_due()
                 elif self.switcher.route_pending and self.switcher.publish().acked:
                     log.info("route re-sent to the frontdoor")
                 continue
@@ -196,10 +196,10 @@ class Controller:
             self._restart_at = None
             self._op_stop(command)
         elif command.op == "die":
-            self._on_die(command.args)
+            self.container_exited(command.args)
 
     # ---- reconcile -----------------------------------------------------------------------
-    def _reconcile(self) -> None:
+    def reconcile(self) -> None:
         """Boot, per phase (docs/slot.md): only the *committed* profile is ever started, and
         the default profile only on a fresh host."""
         state = self.switcher.load()
@@ -305,7 +305,7 @@ class Controller:
 
         threading.Thread(target=pump, name="docker-events", daemon=True).start()
 
-    def _on_die(self, event: dict[str, Any]) -> None:
+    def container_exited(self, event: dict[str, Any]) -> None:
         """A container exit: only the serving container's counts (docs/slot.md); the worker
         itself removes containers during switches, and their exits arrive here afterwards."""
         state = self.switcher.snapshot
@@ -338,7 +338,7 @@ class Controller:
         self._restart_at = None
         return True
 
-    def _restart(self) -> None:
+    def restart_due(self) -> None:
         state = self.switcher.snapshot
         if state.phase is not Phase.DOWN:
             return
