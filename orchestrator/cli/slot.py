@@ -470,13 +470,13 @@ def cmd_up(args: argparse.Namespace) -> int:
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per readiness probe is noise
     ctl = controller.Controller(
-        _switcher(), default_profile=controller.Controller.default_profile_from_env()
+        _switcher(),
+        default_profile=controller.Controller.default_profile_from_env(),
+        backoff=controller.Backoff(base_s=_seconds("MODEL_SLOT_RESTART_BACKOFF_S", 1.0)),
     )
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
-        logging.getLogger("orchestrator.control.controller").info(
-            "signal %d: shutting down", signum
-        )
+        logging.getLogger("orchestrator.controller").info("signal %d: shutting down", signum)
         ctl.shutdown()
 
     signal.signal(signal.SIGTERM, on_signal)

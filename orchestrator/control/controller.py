@@ -5,9 +5,11 @@ the worker (``run``), owns every change to the slot; everything else sends it co
 one queue and waits for the answer, as llama-swap's process does. Nothing here reads the state
 and then acts on it from another thread: that would race.
 
-- **Reconcile at start**: exactly one container for the persisted profile (or
-  ``MODEL_SLOT_DEFAULT_PROFILE`` on a fresh host), ready, route flipped. A running container
-  whose ``modelslot.profile-hash`` label matches is adopted, not recreated. Strays are removed.
+- **Reconcile at start**, per phase (docs/slot.md): exactly one container for the *committed*
+  profile, ready, route flipped; with no state, the one running container's profile if its
+  labels still match, else ``MODEL_SLOT_DEFAULT_PROFILE``. A running container whose
+  ``modelslot.profile-hash`` label matches is adopted, not recreated. Strays are removed. After
+  ``stop``, a fault or a failed switch with nothing committed, nothing starts.
 - **Watch**: Docker ``die`` events of this slot's containers arrive on the queue. An exit of the
   current container puts the route ``down`` and schedules a restart with backoff; a device fault
   in its log (``UR_RESULT_ERROR_DEVICE_LOST`` / ``..._OUT_OF_RESOURCES``) puts it ``faulted``
@@ -221,8 +223,8 @@ class Controller:
             log.warning("starting nothing until an operator switches")
             self.switcher.publish()
             return
-        if phase is Phase.EMPTY:
-            name: str | None = self.default_profile
+        if phase is Phase.EMPTY:  # a fresh host, or a state file that had to be moved aside
+            name: str | None = self._running_profile() or self.default_profile
         else:  # serving, down, or starting/switching interrupted by a crash
             name = state.current
             if phase is Phase.SWITCHING:
@@ -261,6 +263,18 @@ class Controller:
             except (NotReadyError, SlotError) as exc:
                 log.warning("could not adopt %s: %s; recreating", ours[0].short_id, exc)
         self._start(profile, "boot")
+
+    def _running_profile(self) -> str | None:
+        """With no state: the profile of the one running container, if its labels name a
+        profile that still resolves to the same hash (it is what this slot ran)."""
+        infos = self.slot.containers()
+        if len(infos) != 1 or infos[0].status != "running":
+            return None
+        profile = self._load(infos[0].profile)
+        if profile is None or profile.hash != infos[0].profile_hash:
+            return None
+        log.warning("no slot state: adopting what runs, %s (%s)", profile.name, infos[0].short_id)
+        return profile.name
 
     def _load(self, name: str | None) -> Profile | None:
         if not name:

@@ -215,3 +215,19 @@ def test_a_container_that_survives_stop_fails_the_switch_with_the_route_down(
         switcher.switch(B)
     assert switcher.state.load().phase is Phase.FAILED
     assert frontdoor.route()["state"] == "down"
+
+
+def test_boot_without_state_adopts_the_container_its_labels_name(
+    tmp_path: Path, profiles_dir: Path, frontdoor: Frontdoor
+) -> None:
+    """A state file moved aside (corrupt) must not cost the running model: its labels say
+    which profile it runs, and that profile still resolves to the same hash."""
+    fake = FakeSlot()
+    switcher = make_switcher(tmp_path, profiles_dir, fake, frontdoor.client())
+    running = fake.run_stray(ProfileStore(profiles_dir).load(A))
+    controller(switcher).reconcile()
+    assert fake.calls == ["ready " + A]  # adopted: no stop, no create
+    assert fake.running is not None
+    assert fake.running.id == running.id
+    assert switcher.state.load().phase is Phase.SERVING
+    assert frontdoor.route()["profile"]["name"] == A
