@@ -35,7 +35,6 @@ sys.path.insert(0, str(REPO))
 
 from orchestrator.config import Paths  # noqa: E402
 from orchestrator.control.frontdoor_client import FrontdoorClient  # noqa: E402
-from orchestrator.control.lock import SlotLock  # noqa: E402
 from orchestrator.control.state import StateStore  # noqa: E402
 from orchestrator.control.switch import Switcher  # noqa: E402
 from orchestrator.profiles.store import ProfileStore  # noqa: E402
@@ -74,14 +73,14 @@ def start_frontdoor(state_dir: Path) -> tuple[Any, str, str]:
     return servers, f"http://127.0.0.1:{settings.admin_port}", token
 
 
-def one_switch(switcher: Switcher, lock: SlotLock, name: str) -> dict[str, Any]:
+def one_switch(switcher: Switcher, slot: DockerSlot, name: str) -> dict[str, Any]:
     t0 = time.monotonic()
-    lock.acquire(wait_s=60)
+    switcher.lock.acquire(wait_s=60)
     try:
         report = switcher.switch(name, lock_wait_s=time.monotonic() - t0)
     finally:
-        lock.release()
-    attrs = switcher.slot.inspect() or {}
+        switcher.lock.release()
+    attrs = slot.inspect() or {}
     started = attrs.get("State", {}).get("StartedAt")
     complete = report.startup_facts.get("startup_complete_at")
     cold = (_ts(complete) - _ts(started)).total_seconds() if started and complete else float("nan")
@@ -196,15 +195,15 @@ def main() -> int:
         paths=paths,
         drain_timeout_s=5,
     )
-    lock = SlotLock(paths.state_dir, "switch benchmark")
+    switcher.lock.purpose = "switch benchmark"
     first, second = args.profiles
     rows: list[dict[str, Any]] = []
     try:
         print(f"warm-up: start {first} (not counted)", file=sys.stderr, flush=True)
-        one_switch(switcher, lock, first)
+        one_switch(switcher, slot, first)
         for i in range(args.switches):
             name = second if i % 2 == 0 else first
-            row = one_switch(switcher, lock, name)
+            row = one_switch(switcher, slot, name)
             print(
                 f"switch {i + 1}/{args.switches} -> {name}: total {row['total_s']:.2f}s, "
                 f"cold start {row['cold_start_s']:.2f}s, overhead {row['overhead_s']:.2f}s",

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import os
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 
 from orchestrator.errors import FrontdoorError
 from orchestrator.profiles.store import Profile
 
-RouteState = str  # "serving" | "switching" | "down" | "faulted"
+RouteState = Literal["serving", "switching", "down", "faulted"]
 
 
 def now_iso() -> str:
@@ -114,9 +114,3 @@ class FrontdoorClient:
     def drain(self, timeout_s: float) -> dict[str, Any]:
         """Wait (on the frontdoor) until active generations reach 0 or ``timeout_s`` passes."""
         return self._call("POST", "/admin/drain", {"timeout_s": timeout_s}, timeout=timeout_s + 10)
-
-    def pause(self) -> dict[str, Any]:
-        return self._call("POST", "/admin/pause")
-
-    def resume(self) -> dict[str, Any]:
-        return self._call("POST", "/admin/resume")

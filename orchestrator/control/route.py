@@ -10,12 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from orchestrator.control.frontdoor_client import build_route
+from orchestrator.control.frontdoor_client import RouteState, build_route
 from orchestrator.control.state import Phase, SlotState
 from orchestrator.profiles.store import Profile
 
 #: The route state the frontdoor serves in each phase of the slot.
-ROUTE_STATE: dict[Phase, str] = {
+ROUTE_STATE: dict[Phase, RouteState] = {
     Phase.EMPTY: "down",
     Phase.STARTING: "switching",
     Phase.SERVING: "serving",
@@ -32,7 +32,7 @@ ROUTE_STATE: dict[Phase, str] = {
 class RouteResult:
     """One route sent (or not) to the frontdoor."""
 
-    state: str  # the route state: serving, switching, down, faulted
+    state: RouteState
     acked: bool  # the frontdoor answered 2xx, or there is no frontdoor to tell
     where: str | None  # the admin URL; None when no frontdoor is configured
     error: str | None = None

@@ -112,9 +112,6 @@ class StateStore:
         self.directory = directory
         self.path = directory / STATE_FILE
 
-    def exists(self) -> bool:
-        return self.path.exists()
-
     def read(self) -> Loaded:
         """The persisted state (a fresh one when there is none). Never writes."""
         try:

@@ -1,1 +1,3 @@
-"""The slot: the one model container (mechanism only; ``docker_slot``), and its startup facts."""
+"""The slot: the one model container, mechanism only: the ``Slot`` Protocol policy uses
+(``protocol``), its Docker implementation (``docker_slot``), finding the running controller
+(``discovery``) and the startup facts in the log (``facts``)."""
