@@ -124,13 +124,13 @@ def state_dir(client: docker.DockerClient, strict: bool = True) -> Path:
     return ctl.state_dir
 
 
-def _switcher() -> Switcher:
+def _switcher(strict: bool = True) -> Switcher:
     paths = Paths.from_env()
     client = _docker()
     return Switcher(
         ProfileStore(paths.profiles_dir),
         DockerSlot(SlotConfig.from_env(), client),
-        state=StateStore(state_dir(client)),
+        state=StateStore(state_dir(client, strict)),
         frontdoor=FrontdoorClient.from_env(),
         paths=paths,
         drain_timeout_s=_seconds("MODEL_SLOT_DRAIN_TIMEOUT_S", 30),
@@ -294,7 +294,7 @@ def cmd_stop(args: argparse.Namespace) -> int:
 
 def collect_status() -> dict[str, Any]:
     """Everything ``status`` shows, as one JSON-able dict. Reads only; takes no lock."""
-    switcher = _switcher()
+    switcher = _switcher(strict=False)
     loaded = switcher.state.read()
     state = loaded.state
     status: dict[str, Any] = {

@@ -14,7 +14,7 @@ from orchestrator.control import controller, switch
 from orchestrator.control.controller import Backoff, Controller
 from orchestrator.control.frontdoor_client import FrontdoorClient
 from orchestrator.control.lock import SlotLock
-from orchestrator.errors import BusyError
+from orchestrator.errors import BusyError, ControlError
 from orchestrator.profiles.store import Profile
 from orchestrator.slot.protocol import OnStep
 from tests.slot.conftest import ADMIN_TOKEN, Frontdoor
@@ -158,3 +158,28 @@ def test_boot_routes_switching_while_the_model_starts_not_a_stale_serving_route(
     finally:
         ctl.shutdown()
         thread.join(10)
+
+
+def test_a_controller_that_dies_mid_switch_is_reported_not_waited_for(tmp_path: Path) -> None:
+    """kill -9 of the controller closes its socket: the waiting CLI must say so and stop."""
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(tmp_path / controller.SOCKET_NAME))
+    server.listen(1)
+
+    def die_after_one_event() -> None:
+        conn, _ = server.accept()
+        with conn:
+            conn.recv(4096)
+            conn.sendall(b'{"event": "phase", "phase": "ready", "status": "start"}\n{"ev')
+
+    thread = threading.Thread(target=die_after_one_event, daemon=True)
+    thread.start()
+    events: list[dict[str, Any]] = []
+    try:
+        with pytest.raises(ControlError, match="went away before the switch finished") as gone:
+            controller.ask(tmp_path, {"op": "switch", "profile": "cpu-tiny"}, events.append)
+    finally:
+        thread.join(5)
+        server.close()
+    assert events == [{"event": "phase", "phase": "ready", "status": "start"}]
+    assert "status" in str(gone.value)
