@@ -648,12 +648,7 @@ class Switcher:
                 report.log_tail = exc.log_tail if isinstance(exc, NotReadyError) else ""
                 report.finish("failed")
                 raise
-            report.startup_facts = found
-            serving = self._serving(profile, info, found, before.previous, before.last_switch)
-            self._flip(report, serving, progress)
-            report.finish("started")
-            self._save()
-            return report
+            return self._serve(report, profile, (info, found), before, progress)
 
     def adopt(
         self, profile: Profile, info: ContainerInfo, progress: Progress | None = None
@@ -670,13 +665,24 @@ class Switcher:
                     on_step=self._step(progress, "ready"),
                 )
                 phase["detail"] = f"adopted {info.short_id}"
-            found = self._read_facts()
-            report.startup_facts = found
-            serving = self._serving(profile, info, found, before.previous, before.last_switch)
-            self._flip(report, serving, progress)
-            report.finish("adopted")
-            self._save()
-            return report
+            return self._serve(report, profile, (info, self._read_facts()), before, progress)
+
+    def _serve(
+        self,
+        report: Report,
+        profile: Profile,
+        brought: tuple[ContainerInfo, dict[str, Any]],
+        before: SlotState,
+        progress: Progress,
+    ) -> Report:
+        """The end of a start or an adopt: ``serving``, its route flipped, saved."""
+        info, found = brought
+        report.startup_facts = found
+        serving = self._serving(profile, info, found, before.previous, before.last_switch)
+        self._flip(report, serving, progress)
+        report.finish("adopted" if report.action == "adopt" else "started")
+        self._save()
+        return report
 
 
 class _NothingToRestore(Exception):  # a control-flow signal inside _rollback

@@ -53,9 +53,9 @@ class Stack:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def compose(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(
-            ["docker", "compose", "-p", self.project, *args],
+    def _run(self, argv: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            argv,
             cwd=REPO,
             env=self.env,
             capture_output=True,
@@ -63,20 +63,15 @@ class Stack:
             timeout=timeout,
             check=False,
         )
+
+    def compose(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        result = self._run(["docker", "compose", "-p", self.project, *args], timeout)
         self.log.append(f"$ docker compose {' '.join(args)}\n{result.stdout}{result.stderr}")
         assert result.returncode == 0, f"docker compose {args} failed:\n{result.stderr}"
         return result
 
     def cli(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "orchestrator", *args],
-            cwd=REPO,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
+        return self._run([sys.executable, "-m", "orchestrator", *args], timeout)
 
     def status(self) -> dict[str, Any]:
         body: dict[str, Any] = httpx.get(f"{self.base_url}/status", timeout=5).json()

@@ -30,6 +30,14 @@ SERVED = {TINY: "tiny-llama", SMOL: "smollm2-135m-instruct"}
 LONG = {TINY: 480, SMOL: 1500}  # max_tokens of a generation that runs for seconds
 
 
+@pytest.fixture(scope="module", autouse=True)
+def up(stack: Stack) -> None:
+    """Run alone (``-k``, or this file only), the stack is not up yet: bring it up."""
+    if not labelled(stack):
+        stack.compose("up", "-d")
+        stack.wait_serving(stack.env["MODEL_SLOT_DEFAULT_PROFILE"], timeout_s=900)
+
+
 def labelled(stack: Stack) -> list[Any]:
     return list(
         stack.client.containers.list(
@@ -124,7 +132,7 @@ def test_a_corrupt_state_file_is_moved_aside_with_a_warning_and_the_host_serves_
     (stack.state_dir / "slot.json").write_text("{half a file")
     started = now()
     stack.compose("restart", "orchestrator")
-    stack.wait_serving(profile, timeout_s=300, since=started)
+    stack.wait_serving(profile, timeout_s=900, since=started)
 
     logs = stack.compose("logs", "--no-color", "orchestrator").stdout
     warned = [line for line in logs.splitlines() if "is unreadable" in line]
@@ -162,7 +170,7 @@ def test_kill_9_of_the_orchestrator_while_a_switch_waits_for_readiness(stack: St
 
     started = now()
     stack.compose("up", "-d")
-    stack.wait_serving(committed, since=started)
+    stack.wait_serving(committed, timeout_s=900, since=started)
     containers = labelled(stack)
     assert [(c.name, c.labels["modelslot.profile"]) for c in containers] == [
         (stack.container_name, committed)
@@ -194,7 +202,7 @@ def test_kill_9_of_the_model_mid_stream_ends_every_stream_then_serves_again(
     assert int(refused.headers["retry-after"]) >= 1
     assert refused.json()["error"]["message"]
 
-    stack.wait_serving(profile, timeout_s=300, since=killed_at)
+    stack.wait_serving(profile, timeout_s=900, since=killed_at)
     with stack.openai() as client:
         answer = client.completions.create(model=SERVED[profile], prompt="a b", max_tokens=4)
     assert answer.usage is not None
