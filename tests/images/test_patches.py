@@ -9,6 +9,7 @@ applier, and the applier must refuse, all-or-nothing, a patch that does not fit.
 from __future__ import annotations
 
 import importlib.util
+import re
 import shutil
 import subprocess
 import sys
@@ -26,6 +27,8 @@ NEEDED = (
     "vllm/distributed/parallel_state.py",
     "vllm/platforms/xpu.py",
     "vllm/v1/worker/mamba_utils.py",
+    "vllm/model_executor/models/registry.py",
+    "vllm/model_executor/models/gemma4_unified.py",
 )
 
 
@@ -121,6 +124,35 @@ def test_the_xpu_platform_does_not_force_graphs_off_for_several_gpus(pinned_sour
     """patches/README.md: 0.27.1 only warns for world size > 1, so no switch is carried."""
     source = (pinned_source / "vllm/platforms/xpu.py").read_text()
     assert "world_size" not in source
+
+
+def test_gemma4_unified_is_registered_upstream_in_the_pinned_source(pinned_source: Path) -> None:
+    """patches/README.md: the lab's gemma4_unified backport is upstream in 0.27.1, so none is
+    carried. The registry maps the architecture to its module, and the module imports the
+    Transformers classes that only Transformers 5.10.2 (the XPU image's pin) has among ours."""
+    registry = (pinned_source / "vllm/model_executor/models/registry.py").read_text()
+    entry = re.search(
+        r'"Gemma4UnifiedForConditionalGeneration":\s*\(\s*"gemma4_unified",'
+        r'\s*"Gemma4UnifiedForConditionalGeneration",?\s*\)',
+        registry,
+    )
+    assert entry is not None, "vLLM's registry no longer maps Gemma4UnifiedForConditionalGeneration"
+    model = (pinned_source / "vllm/model_executor/models/gemma4_unified.py").read_text()
+    assert "class Gemma4UnifiedForConditionalGeneration(" in model
+    needs = re.findall(r"from (transformers\.models\.gemma4_unified\.\w+) import", model)
+    assert needs, "gemma4_unified.py no longer imports its Transformers config"
+    house = wheelhouse.wheelhouse_path("vllm-xpu")
+    wheels = sorted(house.glob("transformers-5.10.2-*.whl")) if house.is_dir() else []
+    if not wheels:
+        pytest.skip(
+            f"{house} has no transformers 5.10.2: run `python -m orchestrator images wheels`"
+        )
+    with zipfile.ZipFile(wheels[0]) as archive:
+        names = set(archive.namelist())
+        for module in needs:
+            assert module.replace(".", "/") + ".py" in names, module
+        config = archive.read("transformers/models/gemma4_unified/configuration_gemma4_unified.py")
+    assert b'model_type = "gemma4_unified"' in config
 
 
 def test_applier_runs_on_the_images_python() -> None:
