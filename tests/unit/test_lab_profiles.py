@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.profiles import Profile, ProfileStore
+from orchestrator.profiles.store import Profile, ProfileStore
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = ProfileStore(REPO / "profiles")
