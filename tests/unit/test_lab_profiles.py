@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.cli.main import main
 from orchestrator.profiles.store import Profile, ProfileStore
 
 REPO = Path(__file__).resolve().parents[2]
@@ -251,3 +252,16 @@ def test_same_as_c8_variants_change_only_what_the_lab_says(name: str) -> None:
         key for key in (c8.keys() | variant.keys()) - IDENTITY if c8.get(key) != variant.get(key)
     }
     assert changed == {SAME_AS_C8[name]}
+
+
+def test_list_wide_prints_the_labs_table(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The lab's columns (Profile, Status, Modalities, Purpose), one row per lab profile."""
+    monkeypatch.setenv("MODEL_SLOT_PROFILES_DIR", str(REPO / "profiles"))
+    assert main(["list", "--wide"]) == 0
+    header, *lines = capsys.readouterr().out.splitlines()
+    assert header.split() == ["NAME", "STATUS", "MODALITIES", "PURPOSE"]
+    rows = {fields[0]: tuple(fields[1:]) for fields in (line.split(None, 3) for line in lines)}
+    for name, lab in LAB.items():
+        assert rows[name] == (lab.status, lab.modalities, lab.purpose), name
