@@ -5,11 +5,15 @@ Candidate Models": name, status, modalities, the purpose text, the checkpoint wh
 one, and the settings the notes give. A key the lab does not give is absent from a row, and the
 profile's value for it is a judgement of this project (the .env file says so in a comment). An
 edit that drifts from the lab fails here.
+
+The README itself is not in this repository. With ``MODEL_SLOT_LAB_README`` pointing at it,
+``test_the_table_is_the_lab_readmes_own`` also compares the table with the README's text.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -112,7 +116,7 @@ LAB: dict[str, Lab] = {
         "Full-32K Gemma 4 failure-boundary profile. Startup succeeded, then burst load hit Level "
         "Zero out-of-resources and device-lost. Retained for reproduction only.",
         hf_id=GEMMA4,
-        settings={**FULL_32K, **_seqs(12)},
+        settings={**FULL_32K, **_seqs(12)},  # 12: the profile's name; "Full-32K": the purpose
     ),
     "gemma4-12b-it-int4-autoround-c16": Lab(
         "experiment-c16",
@@ -265,3 +269,26 @@ def test_list_wide_prints_the_labs_table(
     rows = {fields[0]: tuple(fields[1:]) for fields in (line.split(None, 3) for line in lines)}
     for name, lab in LAB.items():
         assert rows[name] == (lab.status, lab.modalities, lab.purpose), name
+
+
+def test_the_table_is_the_lab_readmes_own() -> None:
+    """Status, modalities and purpose of every row of the lab's "Current Profiles" table, and the
+    checkpoints, as the README spells them. Opt-in: the README lives outside the repository."""
+    path = os.environ.get("MODEL_SLOT_LAB_README")
+    if not path:
+        pytest.skip("set MODEL_SLOT_LAB_README to the lab's README (../shared/seed/...)")
+    text = Path(path).read_text(encoding="utf-8")
+    table = text.split("Profile Status Modalities Purpose\n", 1)[1].split("\n\n", 1)[0]
+    rows = {
+        fields[0]: Lab(fields[1], fields[2], fields[3])
+        for fields in (line.split(" ", 3) for line in table.splitlines())
+    }
+    assert rows.keys() == LAB.keys()
+    for name, lab in LAB.items():
+        assert (lab.status, lab.modalities, lab.purpose) == (
+            rows[name].status,
+            rows[name].modalities,
+            rows[name].purpose,
+        ), name
+        if lab.hf_id:
+            assert lab.hf_id in text, name
