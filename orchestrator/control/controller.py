@@ -61,7 +61,7 @@ ROUTE_RETRY_S = 2.0
 
 
 #: What the worker's queue carries.
-Op = Literal["switch", "stop", "die", "shutdown"]
+Op = Literal["switch", "stop", "die", "tick", "shutdown"]
 
 
 @dataclass
@@ -111,6 +111,7 @@ class Controller:
         # is what makes a restart due); these only say when.
         self._restart_at: float | None = None
         self._ready_at: float | None = None
+        self._reconcile_due = False  # the boot reconcile failed: the timer runs it again
         self._stopping = threading.Event()
         self.ready = threading.Event()  # set once reconciled and listening (tests wait on it)
 
@@ -127,7 +128,7 @@ class Controller:
         try:
             self._listen()
             self._watch_events()
-            self.reconcile()
+            self._try_reconcile()
             self.ready.set()
             self._loop()
             self._leave()
@@ -176,12 +177,7 @@ class Controller:
             try:
                 command = self.commands.get(timeout=timeout)
             except queue.Empty:
-                if self._restart_at is not None and time.monotonic() >= self._restart_at:
-                    self._restart_at = None
-                    self.restart_due()
-                elif self.switcher.route_pending and self.switcher.publish().acked:
-                    log.info("route re-sent to the frontdoor")
-                continue
+                command = Command("tick")
             if command.op == "shutdown":
                 return
             try:
@@ -191,16 +187,41 @@ class Controller:
                 command.send({"event": "result", "ok": False, "error": f"{exc!r}"})
 
     def _handle(self, command: Command) -> None:
-        if command.op == "switch":
+        if command.op == "tick":  # a timer is due: a restart, or a route to re-send
+            if self._restart_at is not None and time.monotonic() >= self._restart_at:
+                self._restart_at = None
+                if self._reconcile_due:
+                    self._try_reconcile()
+                else:
+                    self.restart_due()
+            elif self.switcher.route_pending and self.switcher.publish().acked:
+                log.info("route re-sent to the frontdoor")
+        elif command.op == "switch":
             self._restart_at = None
             self._op_switch(command)
         elif command.op == "stop":
             self._restart_at = None
+            self._reconcile_due = False
             self._op_stop(command)
         elif command.op == "die":
             self.container_exited(command.args)
 
     # ---- reconcile -----------------------------------------------------------------------
+    def _try_reconcile(self) -> None:
+        """Reconcile; if the mechanism fails (e.g. a Docker engine too busy to answer in time),
+        keep serving the CLI, say why in the route, and try again after a backoff."""
+        self._reconcile_due = False
+        try:
+            self.reconcile()
+        except ModelSlotError as exc:
+            delay = self.backoff.next(None)
+            log.exception("reconcile failed; trying again in %gs", delay)
+            phase = self.switcher.snapshot.phase
+            if phase is not Phase.SERVING:  # the phase stays: the retry must see what was
+                self.switcher.mark(phase, f"reconcile failed: {exc}; retry in {delay:g}s")
+            self._reconcile_due = True
+            self._restart_at = time.monotonic() + delay
+
     def reconcile(self) -> None:
         """Boot, per phase (docs/slot.md): only the *committed* profile is ever started, and
         the default profile only on a fresh host."""

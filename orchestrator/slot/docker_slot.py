@@ -28,16 +28,18 @@ Configuration (environment):
 
 from __future__ import annotations
 
+import functools
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import docker
 import docker.errors
 import httpx
+import requests
 from docker.models.containers import Container
 
 from orchestrator.errors import NotReadyError, SlotError
@@ -146,6 +148,29 @@ def device_groups(group: str, devices: tuple[str, ...]) -> list[str]:
     return [str(gid) for gid in sorted(gids)] or [group]
 
 
+P = ParamSpec("P")
+R = TypeVar("R")
+
+#: What docker-py raises when the engine fails or does not answer in time (a busy daemon).
+DOCKER_FAILURES = (docker.errors.DockerException, requests.exceptions.RequestException)
+
+
+def _as_slot_error(method: Callable[P, R]) -> Callable[P, R]:
+    """The Protocol promises SlotError: a Docker failure that escapes a method becomes one that
+    says which call failed, never a docker-py or requests exception in the policy's lap."""
+
+    @functools.wraps(method)
+    def call(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return method(*args, **kwargs)
+        except DOCKER_FAILURES as exc:
+            raise SlotError(
+                f"the Docker engine failed during {method.__name__}: {type(exc).__name__}: {exc}"
+            ) from None
+
+    return call
+
+
 class _DockerDieEvents:
     """docker-py's event stream of this slot's ``die`` events, as ``DieEvent``s."""
 
@@ -186,6 +211,7 @@ class DockerSlot:
             raise SlotError(f"cannot ask Docker about image {image}: {exc}") from None
         return True
 
+    @_as_slot_error
     def device_holders(self, devices: tuple[str, ...]) -> list[str]:
         holders = []
         for container in self.client.containers.list():
@@ -207,6 +233,7 @@ class DockerSlot:
             )
         )
 
+    @_as_slot_error
     def service_running(self, project: str, service: str) -> bool:
         running = self.client.containers.list(
             sparse=True,
@@ -237,6 +264,7 @@ class DockerSlot:
             found.append(named)
         return found
 
+    @_as_slot_error
     def containers(self) -> list[ContainerInfo]:
         """Every container of this slot, in any state (normally none or one)."""
         infos = []
@@ -248,6 +276,7 @@ class DockerSlot:
             infos.append(_info(container))
         return infos
 
+    @_as_slot_error
     def current(self) -> ContainerInfo | None:
         """The container under the fixed name, if any."""
         try:
@@ -256,6 +285,7 @@ class DockerSlot:
             return None
         return _info(container)
 
+    @_as_slot_error
     def inspect(self) -> dict[str, Any] | None:
         try:
             attrs: dict[str, Any] = self.client.containers.get(self.config.container_name).attrs
@@ -264,6 +294,7 @@ class DockerSlot:
         return attrs
 
     # ---- creating -------------------------------------------------------------------------
+    @_as_slot_error
     def create(self, profile: Profile, model_root: Path) -> ContainerInfo:
         """Create and start the container for ``profile``. The caller has swept the slot; if a
         container of the fixed name still exists Docker refuses, and so does this."""
@@ -339,6 +370,7 @@ class DockerSlot:
         return _info(container)
 
     # ---- stopping -------------------------------------------------------------------------
+    @_as_slot_error
     def stop(self, grace_s: float, on_step: OnStep | None = None) -> list[str]:
         """Remove every container of this slot: SIGTERM, grace, SIGKILL, wait until it has
         exited, remove, wait until Docker no longer knows it. Returns the ids removed."""
@@ -421,6 +453,7 @@ class DockerSlot:
         raise SlotError(f"container {container.short_id} still exists 60s after removal")
 
     # ---- reading --------------------------------------------------------------------------
+    @_as_slot_error
     def logs(self, tail: int | None = None, timestamps: bool = False) -> str:
         try:
             container = self.client.containers.get(self.config.container_name)
@@ -467,6 +500,7 @@ class DockerSlot:
         return self.probe_url(profile, info)
 
     # ---- readiness ------------------------------------------------------------------------
+    @_as_slot_error
     def wait_ready(
         self,
         profile: Profile,
@@ -482,8 +516,23 @@ class DockerSlot:
         stage = "health"
         last_problem = ""
         while True:
-            container = self._get_or_fail(profile)
-            container.reload()
+            try:
+                container = self._get_or_fail(profile)
+                container.reload()
+            except (docker.errors.APIError, requests.exceptions.RequestException) as exc:
+                # A busy engine that does not answer in time is not the container's failure:
+                # ask again until the deadline.
+                if isinstance(exc, docker.errors.NotFound):
+                    raise NotReadyError(
+                        f"{profile.name}: the container disappeared during startup"
+                    ) from None
+                last_problem = f"the Docker engine did not answer: {type(exc).__name__}"
+                if time.monotonic() >= deadline:
+                    raise NotReadyError(
+                        f"{profile.name}: not ready after {timeout_s:g}s ({last_problem})"
+                    ) from None
+                time.sleep(1.0)
+                continue
             if container.status in ("exited", "dead"):
                 code = container.attrs.get("State", {}).get("ExitCode")
                 raise NotReadyError(

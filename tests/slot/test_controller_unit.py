@@ -14,9 +14,9 @@ from orchestrator.control import controller, switch
 from orchestrator.control.controller import Backoff, Controller
 from orchestrator.control.frontdoor_client import FrontdoorClient
 from orchestrator.control.lock import SlotLock
-from orchestrator.errors import BusyError, ControlError
+from orchestrator.errors import BusyError, ControlError, SlotError
 from orchestrator.profiles.store import Profile
-from orchestrator.slot.protocol import OnStep
+from orchestrator.slot.protocol import ContainerInfo, OnStep
 from tests.slot.conftest import ADMIN_TOKEN, Frontdoor
 from tests.slot.fakes import FakeSlot
 from tests.slot.test_switch_policy import make_switcher
@@ -183,3 +183,33 @@ def test_a_controller_that_dies_mid_switch_is_reported_not_waited_for(tmp_path: 
         server.close()
     assert events == [{"event": "phase", "phase": "ready", "status": "start"}]
     assert "status" in str(gone.value)
+
+
+def test_a_docker_engine_that_fails_at_boot_is_retried_not_fatal(
+    tmp_path: Path, profiles_dir: Path, frontdoor: Frontdoor
+) -> None:
+    """Seen on a loaded host: the engine did not answer in time during the boot reconcile and
+    the controller died. It must keep serving the CLI, say why, and try again."""
+    seen: list[str] = []
+
+    class BusyEngine(FakeSlot):
+        def containers(self) -> list[ContainerInfo]:
+            if not seen:
+                seen.append(frontdoor.route()["state"])
+                raise SlotError("the Docker engine failed during containers: ReadTimeout")
+            return super().containers()
+
+    ctl = Controller(
+        make_switcher(tmp_path, profiles_dir, BusyEngine(), frontdoor.client()),
+        default_profile="cpu-tiny",
+        backoff=Backoff(base_s=0.05),
+    )
+    thread = threading.Thread(target=ctl.run, daemon=True)
+    thread.start()
+    try:
+        assert ctl.ready.wait(10)
+        wait_until(lambda: frontdoor.route()["state"] == "serving", 10, "the retried reconcile")
+        assert frontdoor.route()["profile"]["name"] == "cpu-tiny"
+    finally:
+        ctl.shutdown()
+        thread.join(10)
