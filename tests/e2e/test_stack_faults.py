@@ -52,6 +52,11 @@ def labelled(stack: Stack) -> list[Any]:
     )
 
 
+def persisted(stack: Stack) -> tuple[str, str]:
+    state = json.loads((stack.state_dir / "slot.json").read_text())
+    return state["phase"], state["current"]
+
+
 def service(stack: Stack, name: str) -> Any:
     return stack.client.containers.get(stack.compose("ps", "-q", name).stdout.strip())
 
@@ -129,6 +134,9 @@ def test_a_corrupt_state_file_is_moved_aside_with_a_warning_and_the_host_serves_
 ) -> None:
     profile = serving_profile(stack)
     before = stack.model()
+    # The route flips just before the state is persisted: wait for the file, or the writer's
+    # own save would overwrite the corruption this test plants.
+    wait_until(lambda: persisted(stack) == ("serving", profile), 60, "the state to be persisted")
     (stack.state_dir / "slot.json").write_text("{half a file")
     started = now()
     stack.compose("restart", "orchestrator")
@@ -143,7 +151,7 @@ def test_a_corrupt_state_file_is_moved_aside_with_a_warning_and_the_host_serves_
         for line in warned
     ), warned
     assert (stack.state_dir / "slot.json.bad").read_text() == "{half a file"
-    assert json.loads((stack.state_dir / "slot.json").read_text())["current"] == profile
+    wait_until(lambda: persisted(stack) == ("serving", profile), 60, "the state persisted")
     assert stack.model().id == before.id  # its labels named it: adopted, not reloaded
 
 
@@ -175,8 +183,7 @@ def test_kill_9_of_the_orchestrator_while_a_switch_waits_for_readiness(stack: St
     assert [(c.name, c.labels["modelslot.profile"]) for c in containers] == [
         (stack.container_name, committed)
     ]
-    state = json.loads((stack.state_dir / "slot.json").read_text())
-    assert (state["phase"], state["current"]) == ("serving", committed)
+    wait_until(lambda: persisted(stack) == ("serving", committed), 60, "the state persisted")
 
 
 def test_kill_9_of_the_model_mid_stream_ends_every_stream_then_serves_again(
