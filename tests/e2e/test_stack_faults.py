@@ -138,9 +138,11 @@ def test_a_corrupt_state_file_is_moved_aside_with_a_warning_and_the_host_serves_
     # own save would overwrite the corruption this test plants.
     wait_until(lambda: persisted(stack) == ("serving", profile), 60, "the state to be persisted")
     (stack.state_dir / "slot.json").write_text("{half a file")
-    started = now()
     stack.compose("restart", "orchestrator")
-    stack.wait_serving(profile, timeout_s=900, since=started)
+    aside = stack.state_dir / "slot.json.bad"
+    wait_until(aside.exists, 300, "the writer to move the corrupt file aside")
+    wait_until(lambda: persisted(stack) == ("serving", profile), 900, "the state persisted")
+    stack.wait_serving(profile, timeout_s=60)
 
     logs = stack.compose("logs", "--no-color", "orchestrator").stdout
     warned = [line for line in logs.splitlines() if "is unreadable" in line]
@@ -150,8 +152,7 @@ def test_a_corrupt_state_file_is_moved_aside_with_a_warning_and_the_host_serves_
         and "moved it to /var/lib/model-slot/slot.json.bad" in line
         for line in warned
     ), warned
-    assert (stack.state_dir / "slot.json.bad").read_text() == "{half a file"
-    wait_until(lambda: persisted(stack) == ("serving", profile), 60, "the state persisted")
+    assert aside.read_text() == "{half a file"
     assert stack.model().id == before.id  # its labels named it: adopted, not reloaded
 
 
