@@ -28,7 +28,7 @@ from . import errors, events, rewrite
 from .core import Frontdoor
 from .errors import Refusal
 from .settings import Settings
-from .upstream import Response, UpstreamError, UpstreamTimeout
+from .upstream import ConnectFailed, Response, UpstreamError, UpstreamTimeout
 
 GENERATION_PATHS = frozenset(
     {
@@ -286,9 +286,12 @@ async def _forward(
     except UpstreamTimeout as exc:
         fd.metrics.upstream_errors["timeout"] += 1
         raise errors.backend_timeout(f"the model server did not answer in time: {exc}") from None
-    except UpstreamError as exc:
+    except ConnectFailed as exc:
         fd.metrics.upstream_errors["connect"] += 1
         raise errors.backend_error(f"could not reach the model server: {exc}") from None
+    except UpstreamError as exc:  # closed before answering, or answered with garbage
+        fd.metrics.upstream_errors["broken"] += 1
+        raise errors.backend_error(f"the model server broke the exchange: {exc}") from None
     try:
         await _relay_response(fd, send, ex, response)
     finally:

@@ -34,9 +34,10 @@ StartFrontdoor = Callable[..., RunningFrontdoor]
 
 def _json_response(payload: object, status: bytes = b"200 OK") -> bytes:
     body = json.dumps(payload).encode()
-    return (
-        b"HTTP/1.1 %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
-        % (status, len(body), body)
+    return b"HTTP/1.1 %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s" % (
+        status,
+        len(body),
+        body,
     )
 
 
