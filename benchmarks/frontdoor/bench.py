@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
+import math
 import os
 import shutil
 import socket
@@ -351,6 +353,9 @@ def main() -> None:
         targets: list[tuple[str, int, int | None]] = [("direct", up_port, None)]
         targets.append(("frontdoor", fd_port, frontdoor.pid))
         for client in args.clients:
+            if importlib.util.find_spec(client) is None:
+                print(f"skipping fd+{client}: not installed (pip install {client})")
+                continue
             proc, port = _start_frontdoor(f"http://127.0.0.1:{up_port}", client)
             procs.append(proc)
             targets.append((f"fd+{client}", port, proc.pid))
@@ -383,15 +388,11 @@ def main() -> None:
                 results[name].add(r)
         report = _report(results, args)
         report["per_round"] = per_round
+        report["spread"] = _round_spread(per_round, [name for name, _, _ in targets], args)
         print(report["table"])
-        print("per round (spread):")
-        for name, _, _ in targets:
-            rounds = [r for r in per_round if r["target"] == name]
-            parts = [f"c1 p50 ms {_spread([r['c1_p50_ms'] for r in rounds])}"]
-            parts.append(f"c1 p99 ms {_spread([r['c1_p99_ms'] for r in rounds])}")
-            for c in args.concurrency:
-                parts.append(f"c{c} ev/s {_spread([r[f'c{c}_events_per_s'] for r in rounds])}")
-            print(f"  {name:<12} " + "; ".join(parts))
+        print("per round, median [min..max] over the rounds; x nginx and CPU : nginx per round:")
+        for name, line in report["spread"].items():
+            print(f"  {name:<12} {line}")
         if args.vllm_url:
             vfd, vfd_port = _start_frontdoor(args.vllm_url)
             procs.append(vfd)
@@ -428,12 +429,45 @@ def _nginx_worker(master: int) -> int | None:
     return None
 
 
-def _spread(values: list[float | int | str | None]) -> str:
-    nums = sorted(float(v) for v in values if isinstance(v, int | float))
+def _spread(values: list[float]) -> str:
+    nums = sorted(v for v in values if not math.isnan(v))
     if not nums:
         return "-"
     fmt = "{:.0f}" if nums[-1] >= 100 else "{:.3f}"
     return f"{fmt.format(nums[len(nums) // 2])} [{fmt.format(nums[0])}..{fmt.format(nums[-1])}]"
+
+
+def _round_spread(
+    per_round: list[dict[str, float | int | str | None]],
+    names: list[str],
+    args: argparse.Namespace,
+) -> dict[str, str]:
+    """Each target's figures round by round, and its ratios to nginx *in the same round*: on a
+    shared machine the load drifts between rounds, and a same-round ratio cancels some of it."""
+
+    def num(row: dict[str, float | int | str | None], key: str) -> float:
+        value = row[key]
+        return float(value) if isinstance(value, int | float) else float("nan")
+
+    nginx = [r for r in per_round if r["target"] == "nginx"]
+    direct = [r for r in per_round if r["target"] == "direct"]
+    out = {}
+    for name in names:
+        rounds = [r for r in per_round if r["target"] == name]
+        pairs = list(zip(rounds, direct, nginx, strict=True))
+        added = [num(r, "c1_p50_ms") - num(d, "c1_p50_ms") for r, d, _ in pairs]
+        added99 = [num(r, "c1_p99_ms") - num(d, "c1_p99_ms") for r, d, _ in pairs]
+        parts = [f"+p50 {_spread(added)}", f"+p99 {_spread(added99)}"]
+        for c in args.concurrency:
+            rate, cpu = f"c{c}_events_per_s", f"c{c}_relay_cpu_ms_per_1k_events"
+            rates = [num(r, rate) for r, _, _ in pairs]
+            ratios = [num(r, rate) / num(n, rate) for r, _, n in pairs]
+            parts.append(f"c{c} ev/s {_spread(rates)} x nginx {_spread(ratios)}")
+            if name != "direct":
+                cpus = [num(r, cpu) / num(n, cpu) for r, _, n in pairs]
+                parts.append(f"c{c} CPU : nginx {_spread(cpus)}")
+        out[name] = "; ".join(parts)
+    return out
 
 
 def _report(results: dict[str, Result], args: argparse.Namespace) -> dict[str, object]:

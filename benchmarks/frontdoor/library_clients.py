@@ -23,10 +23,9 @@ class AiohttpResponse:
         self.status = response.status
         self.headers = [(name.lower(), value) for name, value in response.raw_headers]
 
-    async def chunks(self) -> AsyncIterator[bytes]:
+    async def read(self) -> bytes:
         try:
-            async for data in self._response.content.iter_any():
-                yield data
+            return await self._response.content.readany()
         except aiohttp.ServerTimeoutError as exc:
             raise UpstreamTimeout(f"upstream sent nothing in time: {exc}") from None
         except (aiohttp.ClientError, OSError) as exc:

@@ -312,15 +312,16 @@ async def _relay_response(fd: Frontdoor, send: Send, ex: Exchange, response: Res
     ex.status = response.status
     await send({"type": "http.response.start", "status": response.status, "headers": headers})
     keep_tail = ex.generation and fd.route.limits.log_events
-    first = True
+    read = response.read
     try:
-        async for chunk in response.chunks():
-            if first:
-                ex.ttft = time.monotonic() - ex.start
-                first = False
+        chunk = await read()
+        if chunk:
+            ex.ttft = time.monotonic() - ex.start
+        while chunk:
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
             if keep_tail:
                 ex.tail.add(chunk)
+            chunk = await read()
     except UpstreamError as exc:
         # The upstream broke mid-response; the status line is gone, so say it in-band.
         kind = "timeout" if isinstance(exc, UpstreamTimeout) else "broken"

@@ -6,7 +6,7 @@ chunkers). This module keeps per-chunk work to one C parser call (httptools) and
 whatever bytes have arrived, joined, the moment it asks; see docs/frontdoor.md for the numbers.
 
 The contract is small on purpose: ``Pool.request()`` returns a ``Response`` once the status and
-headers are in; ``Response.chunks()`` yields body bytes as they arrive; ``Response.close()``
+headers are in; ``Response.read()`` returns body bytes as they arrive; ``Response.close()``
 either returns a finished connection to the pool or *aborts* an unfinished one, which is how the
 upstream (vLLM) learns that the client has gone and aborts the generation.
 
@@ -241,20 +241,21 @@ class Response:
         self.headers = conn.headers
         self._released = False
 
-    async def chunks(self) -> AsyncIterator[bytes]:
-        """Body bytes as they arrive: all pieces buffered so far, joined, never waiting for more."""
+    async def read(self) -> bytes:
+        """The body bytes that have arrived, joined, waiting only if none have; ``b""`` at the end.
+
+        A plain coroutine rather than an async generator, and the wait inlined: this runs once
+        per upstream read, so every frame it saves counts.
+        """
         conn = self._conn
-        if self._head_only:
-            return
-        while True:
-            if conn.pieces:
-                yield conn.take()
-                continue
-            if conn.complete:
-                return
+        while not conn.pieces:
+            if conn.complete or self._head_only:
+                return b""
             if conn.error is not None:
                 raise conn.error
-            await conn.wait()
+            conn.waiter = waiter = conn.loop.create_future()
+            await waiter  # woken by data_received / connection_lost / the watchdog
+        return conn.take()
 
     def close(self) -> None:
         """Back to the pool when finished and reusable; otherwise abort (the upstream sees it)."""
