@@ -388,10 +388,11 @@ def main() -> None:
                 results[name].add(r)
         report = _report(results, args)
         report["per_round"] = per_round
-        report["spread"] = _round_spread(per_round, [name for name, _, _ in targets], args)
+        spread = _round_spread(per_round, [name for name, _, _ in targets], args)
+        report["spread"] = spread
         print(report["table"])
         print("per round, median [min..max] over the rounds; x nginx and CPU : nginx per round:")
-        for name, line in report["spread"].items():
+        for name, line in spread.items():
             print(f"  {name:<12} {line}")
         if args.vllm_url:
             vfd, vfd_port = _start_frontdoor(args.vllm_url)
@@ -485,11 +486,11 @@ def _report(results: dict[str, Result], args: argparse.Namespace) -> dict[str, o
         line = f"{name:<12} {row['c1_p50_ms']:>7} {row['c1_p99_ms']:>7} {add50:>6} {add99:>6}"
         errors = 0
         for c in args.concurrency:
-            rate = float(row[f"c{c}_events_per_s"] or 0)  # type: ignore[arg-type]
-            ratio = round(rate / float(nginx[f"c{c}_events_per_s"] or 1), 3)  # type: ignore[arg-type]
+            rate = float(row[f"c{c}_events_per_s"] or 0)
+            ratio = round(rate / float(nginx[f"c{c}_events_per_s"] or 1), 3)
             row[f"c{c}_rate_vs_nginx"] = ratio
             cpu = row[f"c{c}_relay_cpu_ms_per_1k_events"]
-            errors += int(row[f"c{c}_errors"] or 0)  # type: ignore[arg-type]
+            errors += int(row[f"c{c}_errors"] or 0)
             line += f" {round(rate):>10} {ratio:>7} {cpu if cpu is not None else '-':>6}"
         lines.append(line + f" {errors:>6}")
     load = os.getloadavg()
