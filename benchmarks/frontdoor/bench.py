@@ -217,8 +217,11 @@ def _cpu(pid: int | None) -> float | None:
     return (int(fields[11]) + int(fields[12])) / TICK  # utime + stime
 
 
-def _start_frontdoor(backend: str, client: str = "builtin") -> tuple[subprocess.Popen[bytes], int]:
-    """``python -m frontdoor``; with a library ``client``, through ``library_clients.py``."""
+def _start_frontdoor(
+    backend: str, client: str = "builtin", source: str | None = None
+) -> tuple[subprocess.Popen[bytes], int]:
+    """``python -m frontdoor``; with a library ``client``, through ``library_clients.py``; with
+    ``source``, the ``frontdoor`` package found there (an older checkout, for before/after)."""
     port, admin = _free_port(), _free_port()
     env = {
         **os.environ,
@@ -230,6 +233,8 @@ def _start_frontdoor(backend: str, client: str = "builtin") -> tuple[subprocess.
         "FRONTDOOR_QUEUE_TIMEOUT_S": "30",
     }
     env.pop("FRONTDOOR_STATE_DIR", None)
+    if source:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [source, env.get("PYTHONPATH")]))
     command = [sys.executable, "-m", "frontdoor"]
     if client != "builtin":
         command = [sys.executable, str(HERE / "library_clients.py"), client]
@@ -331,6 +336,14 @@ def main() -> None:
         default=["aiohttp"],
         help="library upstream clients to run the frontdoor with too (library_clients.py)",
     )
+    parser.add_argument(
+        "--frontdoor-from",
+        action="append",
+        default=[],
+        metavar="NAME=DIR",
+        help="also run the frontdoor package found in DIR (e.g. an older checkout's "
+        "images/frontdoor, from `git archive`), as target NAME: before/after in one run",
+    )
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
     parser.add_argument(
         "--vllm-url", default=None, help="also compare c1 TTFT on a real vLLM (http://host:port)"
@@ -359,6 +372,11 @@ def main() -> None:
             proc, port = _start_frontdoor(f"http://127.0.0.1:{up_port}", client)
             procs.append(proc)
             targets.append((f"fd+{client}", port, proc.pid))
+        for spec in args.frontdoor_from:
+            label, _, source = spec.partition("=")
+            proc, port = _start_frontdoor(f"http://127.0.0.1:{up_port}", source=source)
+            procs.append(proc)
+            targets.append((label, port, proc.pid))
 
         ng_port = _free_port()
         nginx = subprocess.Popen(
