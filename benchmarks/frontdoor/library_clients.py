@@ -3,7 +3,8 @@
 ``python benchmarks/frontdoor/library_clients.py aiohttp`` runs ``python -m frontdoor`` with
 ``frontdoor.core.Pool`` replaced by ``AiohttpPool``: same relay, same settings, only the upstream
 client differs. This is how the benchmark compares the hand-written client with aiohttp's
-(issue 11); it is not used by the product.
+(issue 11); ``library_clients.py aiohttp --conformance`` runs the upstream conformance test
+against the same stand-in. Not used by the product.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import aiohttp
 import yarl
@@ -96,14 +98,24 @@ class AiohttpPool:
 
 
 def main() -> None:
+    """``library_clients.py CLIENT [frontdoor args]`` runs the frontdoor with CLIENT;
+    ``library_clients.py CLIENT --conformance`` runs the upstream conformance test with it."""
     import frontdoor.core
-    from frontdoor.__main__ import main as frontdoor_main
 
     clients = {"aiohttp": AiohttpPool}
     setattr(frontdoor.core, "Pool", clients[sys.argv[1]])  # noqa: B010 (a stand-in, on purpose)
     del sys.argv[1]
+    if sys.argv[1:] == ["--conformance"]:
+        import pytest
+
+        tests = Path(__file__).resolve().parents[2] / "images/frontdoor/tests"
+        sys.exit(pytest.main(["-q", "-p", "no:cacheprovider", str(tests / CONFORMANCE)]))
+    from frontdoor.__main__ import main as frontdoor_main
+
     frontdoor_main()
 
+
+CONFORMANCE = "test_frontdoor_upstream_conformance.py"
 
 if __name__ == "__main__":
     main()

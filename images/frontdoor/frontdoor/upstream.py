@@ -313,7 +313,13 @@ class Pool:
         now = time.monotonic()
         while idle:
             conn = idle.pop()  # most recently used first: the likeliest to be still open
-            if not conn.closed and now - conn.idle_since < self.idle_expiry:
+            transport = conn.transport
+            if (
+                not conn.closed
+                and transport is not None
+                and not transport.is_closing()  # EOF seen, connection_lost not yet run
+                and now - conn.idle_since < self.idle_expiry
+            ):
                 return conn, True
             conn.abort()
         loop = asyncio.get_running_loop()
