@@ -156,6 +156,10 @@ class BadUpstream:
             writer.write(own)
         elif case == "status999":
             writer.write(_json_response({"tag": tag}, b"999 Nonsense"))
+        elif case == "status101":
+            writer.write(
+                b"HTTP/1.1 101 Switching Protocols\r\nupgrade: x\r\nconnection: upgrade\r\n\r\n"
+            )
         elif case == "interim":
             writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
             await writer.drain()
@@ -262,10 +266,12 @@ def client() -> Iterator[httpx.Client]:
         yield c
 
 
+@pytest.mark.parametrize("case", ["status999", "status101"])
 def test_status_999_from_upstream_is_a_502_openai_error(
-    bad: BadUpstream, front: RunningFrontdoor, client: httpx.Client
+    bad: BadUpstream, front: RunningFrontdoor, client: httpx.Client, case: str
 ) -> None:
-    _assert_openai_error(_post(client, front, "status999"), 502, "backend_error")
+    """999 is no HTTP status; 101 switches protocols nobody asked to switch to."""
+    _assert_openai_error(_post(client, front, case), 502, "backend_error")
     _assert_own(_post(client, front, "ok", "after"), "after")  # the pool is not poisoned
 
 
