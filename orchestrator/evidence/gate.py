@@ -34,6 +34,7 @@ import httpx
 
 from orchestrator import output
 from orchestrator.config import Paths
+from orchestrator.control import writer
 from orchestrator.errors import ModelSlotError
 from orchestrator.evidence import canary
 from orchestrator.evidence.bench.cli import BenchConfig, add_base_url, run_bench
@@ -105,32 +106,18 @@ async def active_profile(base_url: str, profile: Profile) -> tuple[bool, str]:
     return False, f"/v1/models lists {served}, not {profile.served_model_name!r}"
 
 
-def switch_to(name: str) -> None:
-    """Switch with the orchestrator's own command (lock, preflight, rollback and all)."""
-    try:
-        # lazily: switch.py is owned elsewhere, and cli imports this module
-        from orchestrator.cli.main import build_parser, main  # noqa: PLC0415
-        from orchestrator.control import switch  # noqa: F401, PLC0415
-    except ImportError as exc:
-        raise ModelSlotError(
-            f"--switch: orchestrator.control.switch is not available ({exc})"
-        ) from None
-    commands = next(
-        (
-            action
-            for action in build_parser()._actions
-            if isinstance(action, argparse._SubParsersAction)
-        ),
-        None,
-    )
-    if commands is None or "switch" not in commands.choices:
-        raise ModelSlotError(
-            "--switch: this build has no `switch` command yet; switch to the profile some "
-            "other way, then run the gate without --switch"
-        )
-    code = main(["switch", name])
-    if code != 0:
-        raise ModelSlotError(f"--switch: `switch {name}` failed (exit {code}); gate not run")
+def switch_to(name: str, progress: Progress) -> None:
+    """Switch the way ``python -m orchestrator switch`` does (lock, preflight, rollback and all,
+    through the controller when one runs); a switch that does not end on ``name`` stops the
+    gate."""
+
+    def relay(event: dict[str, Any]) -> None:
+        if event.get("event") == "phase" and event.get("status") != "start":
+            progress(f"switch {event.get('phase')} {event.get('status')}")
+
+    result = writer.switch(name, relay)
+    if not result.ok:
+        raise ModelSlotError(f"--switch: `switch {name}` failed: {result.error}; gate not run")
 
 
 # ---- the steps ----------------------------------------------------------------------------
@@ -458,7 +445,7 @@ def cmd_gate(args: argparse.Namespace) -> int:
                 f"(`python -m orchestrator switch {profile.name}`) or pass --switch"
             )
         progress(f"switching to {profile.name} ({why})")
-        switch_to(profile.name)
+        switch_to(profile.name, progress)
         active, why = asyncio.run(active_profile(args.base_url, profile))
         if not active:
             raise ModelSlotError(f"after the switch, {profile.name} is still not served: {why}")
