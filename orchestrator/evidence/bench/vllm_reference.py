@@ -24,14 +24,14 @@ from typing import Any
 from orchestrator.errors import ModelSlotError
 from orchestrator.evidence.bench.client import RequestRecord
 
-PACKAGE = Path(__file__).resolve().parents[1]
+PACKAGE = Path(__file__).resolve().parents[2]  # orchestrator/
 BENCH_DIR = "/tmp/modelslot-bench"  # noqa: S108 (inside the vLLM container)
 BENCH_RESULT = f"{BENCH_DIR}-result.json"  # the unpacked files belong to root; /tmp is open
 # ``python -m orchestrator`` would import the whole CLI (docker SDK, pydantic); bench does not.
 _BENCH_MAIN = (
     "import argparse, sys; sys.path.insert(0, sys.argv.pop(1)); "
-    "from orchestrator.evidence.bench import cli; parser = argparse.ArgumentParser(prog='bench'); "
-    "cli.register(parser.add_subparsers()); args = parser.parse_args(sys.argv[1:]); "
+    "from orchestrator.cli import bench; parser = argparse.ArgumentParser(prog='bench'); "
+    "bench.register(parser.add_subparsers()); args = parser.parse_args(sys.argv[1:]); "
     "sys.exit(args.func(args))"
 )
 
@@ -142,10 +142,22 @@ def bracketed(before: float, after: float, ours: float, tolerance: float) -> dic
     }
 
 
+#: What the ``bench`` command imports besides ``evidence/bench/`` (stdlib and httpx only: the
+#: vLLM image has no docker SDK or pydantic). ``test_vllm_reference`` runs the archive.
+BENCH_FILES = (
+    "__init__.py",
+    "errors.py",
+    "output.py",
+    "cli/__init__.py",
+    "cli/bench.py",
+    "evidence/__init__.py",
+)
+
+
 def bench_archive() -> bytes:
     """A tar of what ``bench`` imports, to unpack in ``/tmp`` of a container (``put_archive``)."""
-    files = [PACKAGE / "__init__.py", PACKAGE / "errors.py", PACKAGE / "output.py"]
-    files += sorted((PACKAGE / "bench").glob("*.py"))
+    files = [PACKAGE / name for name in BENCH_FILES]
+    files += sorted((PACKAGE / "evidence" / "bench").glob("*.py"))
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as tar:
         for path in files:
