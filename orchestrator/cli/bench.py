@@ -7,6 +7,7 @@ import asyncio
 from pathlib import Path
 
 from orchestrator import output
+from orchestrator.cli.parsing import NestedCommands
 from orchestrator.errors import ModelSlotError
 from orchestrator.evidence.bench import report
 from orchestrator.evidence.bench.progress import Progress
@@ -111,7 +112,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     p.add_argument("--json", action="store_true", help="print the JSON result")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     p.set_defaults(func=cmd_bench)
-    sub = p.add_subparsers(dest="bench_command", metavar="compare")
+    sub = p.add_subparsers(dest="bench_command", metavar="compare", action=NestedCommands)
     c = sub.add_parser("compare", help="differences between two bench results")
     c.add_argument("a", metavar="A.json")
     c.add_argument("b", metavar="B.json")

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from orchestrator import output
-from orchestrator.cli import admin_token, demo
+from orchestrator.cli import admin_token, demo, parsing
 from orchestrator.cli import evidence as evidence_cli
 from orchestrator.cli import slot as slot_cli
 from orchestrator.config import Paths
@@ -114,9 +114,12 @@ def cmd_keys(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m orchestrator",
+        allow_abbrev=False,
         description="Serve one model at a time behind one OpenAI-compatible endpoint.",
     )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", action=parsing.Commands
+    )
 
     p = commands.add_parser("list", help="the profile table")
     p.add_argument("--json", action="store_true", help="one JSON object per profile")
