@@ -150,6 +150,7 @@ BENCH_FILES = (
     "output.py",
     "cli/__init__.py",
     "cli/bench.py",
+    "cli/parsing.py",
     "evidence/__init__.py",
 )
 
