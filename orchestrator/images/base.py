@@ -17,7 +17,7 @@ from pathlib import Path
 import docker
 import docker.errors
 
-from orchestrator.images.errors import ImageError
+from orchestrator.errors import ImageError
 from orchestrator.images.progress import Progress
 
 LOCAL_BASE = "modelslot/debian:bookworm-local"

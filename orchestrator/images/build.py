@@ -24,9 +24,9 @@ from typing import Any
 import docker
 import docker.errors
 
+from orchestrator.errors import ImageError
 from orchestrator.images import wheelhouse
 from orchestrator.images.base import LOCAL_BASE
-from orchestrator.images.errors import ImageError
 from orchestrator.images.progress import Progress
 
 MANIFEST_LABEL = "org.modelslot.manifest"

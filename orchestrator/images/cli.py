@@ -15,10 +15,10 @@ from typing import Any
 import docker
 import docker.errors
 
+from orchestrator.errors import ImageError
 from orchestrator.images import base as base_mod
 from orchestrator.images import build as build_mod
 from orchestrator.images import wheelhouse
-from orchestrator.images.errors import ImageError
 from orchestrator.images.progress import Progress
 
 BUILD_TIMEOUT_S = 3600

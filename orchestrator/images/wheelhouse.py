@@ -27,7 +27,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from orchestrator.images.errors import ImageError
+from orchestrator.errors import ImageError
 from orchestrator.images.progress import Progress
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.errors import ImageError, ModelSlotError
 from orchestrator.images import wheelhouse
-from orchestrator.images.errors import ImageError
 from orchestrator.images.progress import Progress
 
 SHA = "a" * 64
@@ -153,3 +153,12 @@ def test_fetch_refuses_a_cached_wheel_whose_bytes_do_not_match(
 def test_missing_lock_says_how_to_make_it(fake_image: Path) -> None:
     with pytest.raises(ImageError, match="images lock"):
         wheelhouse.read_lock("fake")
+
+
+def test_image_errors_belong_to_the_one_error_tree() -> None:
+    """Regression: images raised its own RuntimeError subclass, so ``errors.ImageError`` was
+    never raised and ``except ModelSlotError`` (the CLI's handler) missed build failures."""
+    with pytest.raises(ModelSlotError) as caught:
+        wheelhouse.parse_lock("torch\n", "x.lock")
+    assert type(caught.value) is ImageError
+    assert not isinstance(caught.value, RuntimeError)
