@@ -10,9 +10,9 @@ from orchestrator import output
 from orchestrator.cli.parsing import NestedCommands
 from orchestrator.errors import ModelSlotError
 from orchestrator.evidence.bench import report
-from orchestrator.evidence.bench.progress import Progress
 from orchestrator.evidence.bench.run import DEFAULT_BASE_URL, BenchConfig, run_bench
 from orchestrator.evidence.bench.workload import Shape
+from orchestrator.progress import ProgressPrinter
 
 
 def _levels(text: str) -> tuple[int, ...]:
@@ -43,7 +43,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
         warmup=not args.no_warmup,
         timeout_s=args.timeout_s,
     )
-    result = asyncio.run(run_bench(config, Progress("bench", quiet=args.quiet)))
+    result = asyncio.run(
+        run_bench(config, ProgressPrinter(label="bench", quiet=args.quiet, decimals=1))
+    )
     document = result.to_json()
     if args.json_out:
         output.write_json(Path(args.json_out), document)

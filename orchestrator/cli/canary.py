@@ -10,8 +10,8 @@ from pathlib import Path
 from orchestrator import output
 from orchestrator.cli.bench import add_base_url
 from orchestrator.errors import ModelSlotError
-from orchestrator.evidence.bench.progress import Progress
 from orchestrator.evidence.canary import CanaryConfig, CanaryRun, load_baseline, run_canary
+from orchestrator.progress import ProgressPrinter
 
 
 def render(run: CanaryRun) -> str:
@@ -55,7 +55,9 @@ def cmd_canary(args: argparse.Namespace) -> int:
     )
     if args.repeat < 1:
         raise ModelSlotError("--repeat must be at least 1")
-    run = asyncio.run(run_canary(config, Progress("canary", quiet=args.quiet)))
+    run = asyncio.run(
+        run_canary(config, ProgressPrinter(label="canary", quiet=args.quiet, decimals=1))
+    )
     document = run.to_json()
     if args.save_baseline:
         if not all(r.success for r in run.results):

@@ -12,9 +12,9 @@ from orchestrator import output
 from orchestrator.cli.bench import add_base_url
 from orchestrator.config import Paths
 from orchestrator.evidence import canary
-from orchestrator.evidence.bench.progress import Progress
 from orchestrator.evidence.gate import GateConfig, GateReport, promote, run_gate
 from orchestrator.profiles.store import ProfileStore
+from orchestrator.progress import ProgressPrinter
 
 
 def _flat(numbers: dict[str, Any], prefix: str = "") -> list[str]:
@@ -73,7 +73,12 @@ def cmd_gate(args: argparse.Namespace) -> int:
         if args.canary_baseline
         else None,
     )
-    report = run_gate(profile, config, Progress("gate", quiet=args.quiet), switch=args.switch)
+    report = run_gate(
+        profile,
+        config,
+        ProgressPrinter(label="gate", quiet=args.quiet, decimals=1),
+        switch=args.switch,
+    )
     state_dir = Path(args.state_dir) if args.state_dir else paths.state_dir
     path = state_dir / "evidence" / report.file_name
     if args.promote and report.passed:

@@ -14,7 +14,6 @@ import logging
 import os
 import signal
 import sys
-import time
 from types import FrameType
 from typing import Any
 
@@ -26,6 +25,7 @@ from orchestrator.control import controller, writer
 from orchestrator.control.switch import facts_line
 from orchestrator.control.writer import WriteResult
 from orchestrator.errors import FrontdoorError, ModelSlotError, ProfileError
+from orchestrator.progress import Progress, ProgressPrinter
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -47,42 +47,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.set_defaults(func=cmd_up)
 
 
-class Printer:
+def _printer(as_json: bool) -> ProgressPrinter:
     """Progress as it happens: to stdout, or to stderr when stdout carries JSON."""
-
-    def __init__(self, as_json: bool) -> None:
-        self.out = sys.stderr if as_json else sys.stdout
-        self.t0 = time.monotonic()
-
-    def __call__(self, event: dict[str, Any]) -> None:
-        kind = event.get("event")
-        at = f"[{time.monotonic() - self.t0:7.2f}s]"
-        if kind == "phase":
-            status = event.get("status")
-            if status == "start":
-                line = f"{at} {event.get('phase')} ..."
-            else:
-                detail = event.get("detail") or event.get("failed") or ""
-                mark = "ok" if status == "done" else "FAILED"
-                line = f"{at} {event.get('phase')} {mark} in {event.get('duration_s', 0):.2f}s" + (
-                    f"  {detail}" if detail else ""
-                )
-        elif kind == "step":
-            line = f"{at}   {event.get('phase')}: {event.get('text')}"
-        elif kind == "queued":
-            line = f"{at} queued behind {event.get('ahead')} command(s) at the controller"
-        elif kind == "failure":
-            line = f"{at} FAILED: {event.get('error')}"
-            tail = event.get("log_tail") or ""
-            if tail:
-                line += "\n  last log lines of the new container:\n" + _indent(tail)
-        else:
-            return
-        print(line, file=self.out, flush=True)
-
-
-def _indent(text: str, prefix: str = "    ") -> str:
-    return "\n".join(prefix + line for line in text.rstrip().splitlines()[-40:])
+    return ProgressPrinter(sys.stderr if as_json else sys.stdout)
 
 
 def _print_report(report: dict[str, Any]) -> None:
@@ -108,7 +75,7 @@ def _print_report(report: dict[str, Any]) -> None:
 
 
 def _render_result(
-    result: WriteResult, progress: Printer, as_json: bool, body: dict[str, Any]
+    result: WriteResult, progress: Progress, as_json: bool, body: dict[str, Any]
 ) -> int:
     """Render how a ``switch``/``stop`` ended; ``body`` is the JSON when there is no report."""
     if result.by_controller:
@@ -132,14 +99,14 @@ def _render_result(
 
 # ---- commands -----------------------------------------------------------------------------
 def cmd_switch(args: argparse.Namespace) -> int:
-    progress = Printer(args.json)
+    progress = _printer(args.json)
     result = writer.switch(args.name, progress, force=bool(args.force))
     return _render_result(result, progress, args.json, {"action": "switch", "profile": args.name})
 
 
 def cmd_stop(args: argparse.Namespace) -> int:
     as_json = bool(getattr(args, "json", False))
-    progress = Printer(as_json)
+    progress = _printer(as_json)
     result = writer.stop(progress)
     return _render_result(result, progress, as_json, {"action": "stop", "profile": None})
 

@@ -13,8 +13,8 @@ from orchestrator.cli.bench import add_base_url
 from orchestrator.config import Paths
 from orchestrator.errors import ModelSlotError
 from orchestrator.evidence import canary
-from orchestrator.evidence.bench.progress import Progress
 from orchestrator.evidence.soak import RealClock, Soak, SoakConfig, check_cycle
+from orchestrator.progress import ProgressPrinter
 
 
 def render(summary: dict[str, Any]) -> str:
@@ -46,7 +46,7 @@ def cmd_soak(args: argparse.Namespace) -> int:
     )
     if config.canary_expect == "baseline" and config.baseline is None:
         raise ModelSlotError("--canary-expect baseline needs --baseline FILE")
-    progress = Progress("soak", quiet=args.quiet)
+    progress = ProgressPrinter(label="soak", quiet=args.quiet, decimals=1)
     if args.out_dir:
         out_dir = Path(args.out_dir)
     else:

@@ -18,7 +18,7 @@ from orchestrator.control import controller
 from orchestrator.control.frontdoor_client import FrontdoorClient
 from orchestrator.control.lock import SlotLock
 from orchestrator.control.state import StateStore
-from orchestrator.control.switch import Progress, Switcher
+from orchestrator.control.switch import Switcher
 from orchestrator.errors import (
     BusyError,
     ModelSlotError,
@@ -28,6 +28,7 @@ from orchestrator.errors import (
     SwitchFailedError,
 )
 from orchestrator.profiles.store import ProfileStore
+from orchestrator.progress import Progress
 from orchestrator.slot.connect import docker_slot
 
 

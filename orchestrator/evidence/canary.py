@@ -31,8 +31,8 @@ from typing import Any
 import httpx
 
 from orchestrator.errors import ModelSlotError
-from orchestrator.evidence.bench.progress import Progress
 from orchestrator.evidence.bench.runner import no_model, server_info
+from orchestrator.progress import Progress, note
 
 KIND = "model-slot-canary"
 SEED = 1234
@@ -286,7 +286,7 @@ async def run_canary(config: CanaryConfig, progress: Progress) -> CanaryRun:
                             same = result.baseline_sha256 == result.sha256
                             result.baseline = "match" if same else "mismatch"
                 results.append(result)
-                progress(f"canary run {run}/{config.repeat} {case.name}", len(results), total)
+                progress(note(f"canary run {run}/{config.repeat} {case.name}", len(results), total))
     failures = [problem for result in results for problem in result.failures(config.expect)]
     skipped = [case.name for case in CASES if case not in cases]
     baseline_model = (config.baseline or {}).get("model")

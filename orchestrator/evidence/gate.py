@@ -33,11 +33,11 @@ import httpx
 from orchestrator.control import writer
 from orchestrator.errors import ModelSlotError
 from orchestrator.evidence import canary
-from orchestrator.evidence.bench.progress import Progress
 from orchestrator.evidence.bench.run import BenchConfig, BenchResult, run_bench
 from orchestrator.evidence.bench.runner import server_info
 from orchestrator.evidence.bench.workload import Shape
 from orchestrator.profiles.store import Profile, ProfileStore
+from orchestrator.progress import Progress, note
 
 KIND = "model-slot-gate"
 
@@ -107,11 +107,7 @@ def switch_to(name: str, progress: Progress) -> None:
     through the controller when one runs); a switch that does not end on ``name`` stops the
     gate."""
 
-    def relay(event: dict[str, Any]) -> None:
-        if event.get("event") == "phase" and event.get("status") != "start":
-            progress(f"switch {event.get('phase')} {event.get('status')}")
-
-    result = writer.switch(name, relay)
+    result = writer.switch(name, progress)
     if not result.ok:
         raise ModelSlotError(f"--switch: `switch {name}` failed: {result.error}; gate not run")
 
@@ -263,7 +259,7 @@ class Gate:
         problems = []
         for context in contexts:
             shape = Shape(context - out, out)
-            self.progress(f"gate ttft at a {context}-token context")
+            self.progress(note(f"gate ttft at a {context}-token context"))
             result = await run_bench(self._bench(shape, (1,), 1), self.progress)
             ttft = result.levels[0].summary.ttft.mean
             step.numbers[f"ttft_ms_at_{context}"] = _ms(ttft)
@@ -322,7 +318,9 @@ class Gate:
         steps: list[Step] = []
         plan = self.plan()
         for index, (step, action) in enumerate(plan, start=1):
-            self.progress(f"gate step {step.number} {step.name}: {step.what}", index, len(plan))
+            self.progress(
+                note(f"gate step {step.number} {step.name}: {step.what}", index, len(plan))
+            )
             blocked = next((s for s in steps if s.number <= 2 and s.result == "fail"), None)
             if blocked is not None:
                 step.reason = f"step {blocked.number} ({blocked.name}) failed"
@@ -331,7 +329,9 @@ class Gate:
                     await action(step)
                 except (ModelSlotError, httpx.HTTPError, ValueError, KeyError) as exc:
                     step.result, step.reason = "fail", f"{type(exc).__name__}: {exc}"[:400]
-            self.progress(f"gate step {step.number} {step.name}: {step.result} {step.reason[:80]}")
+            self.progress(
+                note(f"gate step {step.number} {step.name}: {step.result} {step.reason[:80]}")
+            )
             steps.append(step)
         return steps
 
@@ -441,7 +441,7 @@ def run_gate(
                 f"{profile.name} is not being served at {config.base_url}: {why}. Switch first "
                 f"(`python -m orchestrator switch {profile.name}`) or pass --switch"
             )
-        progress(f"switching to {profile.name} ({why})")
+        progress(note(f"switching to {profile.name} ({why})"))
         switch_to(profile.name, progress)
         active, why = asyncio.run(active_profile(config.base_url, profile))
         if not active:

@@ -26,10 +26,10 @@ import httpx
 from orchestrator import output
 from orchestrator.errors import ModelSlotError
 from orchestrator.evidence import canary
-from orchestrator.evidence.bench.progress import Progress
 from orchestrator.evidence.bench.run import BenchConfig, run_bench
 from orchestrator.evidence.bench.runner import server_info
 from orchestrator.evidence.bench.workload import Shape
+from orchestrator.progress import Progress, note
 
 KIND = "model-slot-soak"
 COLUMNS = ("cycle", "time", "quality", "baseline", "ttft_ms", "wall_tok_s", "status", "detail")
@@ -175,10 +175,10 @@ class Soak:
         while start + k * self.interval_s < deadline:
             wait = start + k * self.interval_s - self.clock.now()
             if wait > 0:
-                self.progress(f"soak: cycle {k + 1}/{self.planned} starts in {wait:.0f}s")
+                self.progress(note(f"soak: cycle {k + 1}/{self.planned} starts in {wait:.0f}s"))
                 self.clock.sleep(wait)
             number = k + 1
-            self.progress(f"soak cycle {number}", number, self.planned)
+            self.progress(note(f"soak cycle {number}", number, self.planned))
             when = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
             try:
                 row = self.cycle_fn(number)
@@ -187,9 +187,11 @@ class Soak:
             row = {"cycle": number, "time": when, **row}
             self._append(row)
             self.progress(
-                f"soak cycle {number}: {row.get('status')} quality={row.get('quality')} "
-                f"baseline={row.get('baseline')} tok/s={row.get('wall_tok_s')} "
-                f"{row.get('detail') or ''}"
+                note(
+                    f"soak cycle {number}: {row.get('status')} quality={row.get('quality')} "
+                    f"baseline={row.get('baseline')} tok/s={row.get('wall_tok_s')} "
+                    f"{row.get('detail') or ''}"
+                )
             )
             k += 1
             now = self.clock.now()
@@ -198,7 +200,7 @@ class Soak:
                 self.missed_slots += 1
         remaining = deadline - self.clock.now()
         if remaining > 0:
-            self.progress(f"soak: last cycle done, sleeping {remaining:.0f}s to the deadline")
+            self.progress(note(f"soak: last cycle done, sleeping {remaining:.0f}s to the deadline"))
             self.clock.sleep(remaining)
         summary = summarize(self.rows, self.missed_slots)
         summary.update(

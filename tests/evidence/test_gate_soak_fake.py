@@ -10,8 +10,8 @@ import pytest
 
 from orchestrator.cli.main import main
 from orchestrator.control import writer
-from orchestrator.control.switch import Progress
 from orchestrator.control.writer import WriteResult
+from orchestrator.progress import Progress
 
 from .conftest import run_soak
 from .fake_server import FakeServer

@@ -10,7 +10,7 @@ import pytest
 
 from orchestrator.errors import ImageError, ModelSlotError
 from orchestrator.images import wheelhouse
-from orchestrator.images.progress import Progress
+from orchestrator.progress import quiet
 
 SHA = "a" * 64
 
@@ -128,9 +128,9 @@ def test_fetch_serves_from_the_cache_without_pip(
         raise AssertionError("pip must not run when every wheel is cached")
 
     monkeypatch.setattr(wheelhouse, "_pip", no_pip)
-    house = wheelhouse.fetch("fake", Progress())
+    house = wheelhouse.fetch("fake", quiet)
     (house / "stale.whl").write_bytes(b"left over")
-    house = wheelhouse.fetch("fake", Progress())
+    house = wheelhouse.fetch("fake", quiet)
     assert sorted(p.name for p in house.iterdir()) == [wheel.name]
 
 
@@ -146,7 +146,7 @@ def test_fetch_refuses_a_cached_wheel_whose_bytes_do_not_match(
     )
     monkeypatch.setattr(wheelhouse, "_pip", lambda *_: None)
     with pytest.raises(ImageError, match="does not match its hash"):
-        wheelhouse.fetch("fake", Progress())
+        wheelhouse.fetch("fake", quiet)
     assert not (folder / "pkg-1.0-py3-none-any.whl").exists()
 
 

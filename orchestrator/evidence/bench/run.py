@@ -12,10 +12,10 @@ from typing import Any
 from orchestrator.errors import ModelSlotError
 from orchestrator.evidence.bench.client import make_client
 from orchestrator.evidence.bench.probes import ProbeResult, run_probes
-from orchestrator.evidence.bench.progress import Progress
 from orchestrator.evidence.bench.report import KIND
 from orchestrator.evidence.bench.runner import LevelResult, no_model, run_level, server_info, warm
 from orchestrator.evidence.bench.workload import PromptBuilder, ServerTokenizer, Shape, Workload
+from orchestrator.progress import Progress, note
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8000"
 
@@ -107,11 +107,13 @@ async def run_bench(config: BenchConfig, progress: Progress) -> BenchResult:
             if config.duration_s is not None and config.requests_per_level is None:
                 # a duration-bound level still needs a bounded set of prebuilt prompts
                 count = max(count, 64 * conc)
-            progress(f"level {number}/{len(config.concurrency)} c={conc}: building {count} prompts")
+            progress(
+                note(f"level {number}/{len(config.concurrency)} c={conc}: building {count} prompts")
+            )
             prompts = await workload.prompts(count)
             if config.warmup or workload.prefix is not None:
                 await warm(client, config.base_url, model, workload)
-            progress(f"level {number}/{len(config.concurrency)} c={conc}: running")
+            progress(note(f"level {number}/{len(config.concurrency)} c={conc}: running"))
             level = await run_level(
                 client,
                 config.base_url,
@@ -125,14 +127,16 @@ async def run_bench(config: BenchConfig, progress: Progress) -> BenchResult:
             levels.append(level)
             s = level.summary
             progress(
-                f"c={conc} done: {s.completed}/{s.requests} ok, "
-                f"{s.output_tok_s:.1f} out tok/s, TTFT mean {s.ttft.mean * 1000:.0f} ms"
+                note(
+                    f"c={conc} done: {s.completed}/{s.requests} ok, "
+                    f"{s.output_tok_s:.1f} out tok/s, TTFT mean {s.ttft.mean * 1000:.0f} ms"
+                )
             )
         probes: list[ProbeResult] = []
         if config.probes:
             if not info["max_model_len"]:
                 raise ModelSlotError("probes need max_model_len from /v1/models; none reported")
-            progress("probes: near-limit and over-limit")
+            progress(note("probes: near-limit and over-limit"))
             probes = await run_probes(
                 client,
                 config.base_url,
