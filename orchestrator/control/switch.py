@@ -262,7 +262,7 @@ class Switcher:
                 sum(p["duration_s"] for p in report.phases if p["name"] in ("create", "ready")),
                 3,
             )
-            phase["detail"] = _facts_line(found)
+            phase["detail"] = facts_line(found)
         return info, found
 
     def _flip(
@@ -627,7 +627,7 @@ class Switcher:
         return report.frontdoor
 
 
-def _facts_line(found: dict[str, Any]) -> str:
+def facts_line(found: dict[str, Any]) -> str:
     parts = []
     if "kv_cache_tokens" in found:
         parts.append(f"KV cache {found['kv_cache_tokens']:,} tokens")
@@ -648,5 +648,3 @@ def _facts_line(found: dict[str, Any]) -> str:
             parts.append(f"{label} {found[key]}s")
     return ", ".join(parts) or "no facts in the log"
 
-
-facts_line = _facts_line

@@ -104,7 +104,6 @@ LOCK_SPECS: dict[str, LockSpec] = {
             "uvicorn==0.54.0",
             "uvloop==0.23.0",
             "httptools==0.9.0",
-            "httpx==0.28.1",
             "pydantic==2.14.4",
             # Build backend for the frontdoor's own pyproject; used in the builder stage only.
             "setuptools==78.1.1",
