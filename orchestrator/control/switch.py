@@ -647,4 +647,3 @@ def facts_line(found: dict[str, Any]) -> str:
         if key in found:
             parts.append(f"{label} {found[key]}s")
     return ", ".join(parts) or "no facts in the log"
-
