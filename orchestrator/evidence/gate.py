@@ -1,7 +1,8 @@
 """The lab's validation gate against the live endpoint (the ``gate`` command: ``cli/gate.py``).
 
 The profile must already be the one being served (``/status`` names it, or, straight at vLLM,
-``/v1/models`` lists its served name); ``--switch`` switches to it first. Then seven steps, each
+``/v1/models`` lists its served name); ``switch=True`` (``--switch``) switches to it first,
+through ``control.writer`` like the ``switch`` command. Then seven steps, each
 ``pass``, ``fail`` or ``skipped`` with a reason, and each with its numbers:
 
     1 models       /v1/models reports the served name and max_model_len of the profile
@@ -12,8 +13,8 @@ The profile must already be the one being served (``/status`` names it, or, stra
     6 concurrency  c2 and c4 throughput and latency
     7 canary       the canaries pass
 
-The report is saved as ``$MODEL_SLOT_STATE_DIR/evidence/gate-<profile>-<hash12>-<time>.json``.
-``--promote`` then sets ``MODEL_SLOT_STATUS=production`` in the profile's own file, only when
+``run_gate`` returns a ``GateReport``; the command saves it as
+``$MODEL_SLOT_STATE_DIR/evidence/gate-<profile>-<hash12>-<time>.json``. ``promote`` then sets ``MODEL_SLOT_STATUS=production`` in the profile's own file, only when
 every step passed (skipped steps count as passed: they do not apply to the profile), and
 prints the line it changed. Nothing else in the file is touched.
 """
