@@ -14,9 +14,10 @@ through ``control.writer`` like the ``switch`` command. Then seven steps, each
     7 canary       the canaries pass
 
 ``run_gate`` returns a ``GateReport``; the command saves it as
-``$MODEL_SLOT_STATE_DIR/evidence/gate-<profile>-<hash12>-<time>.json``. ``promote`` then sets ``MODEL_SLOT_STATUS=production`` in the profile's own file, only when
-every step passed (skipped steps count as passed: they do not apply to the profile), and
-prints the line it changed. Nothing else in the file is touched.
+``$MODEL_SLOT_STATE_DIR/evidence/gate-<profile>-<hash12>-<time>.json``. ``promote`` then sets
+``MODEL_SLOT_STATUS=production`` in the profile's own file, only when every step passed
+(skipped steps count as passed: they do not apply to the profile), and returns the line it
+changed. Nothing else in the file is touched.
 """
 
 from __future__ import annotations
