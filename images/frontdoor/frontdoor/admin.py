@@ -13,6 +13,7 @@ import hmac
 import time
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -80,6 +81,17 @@ def build_admin_app(fd: Frontdoor) -> ASGIApp:
     async def _refusal(_: Request, exc: Exception) -> Response:
         assert isinstance(exc, Refusal)
         return Response(exc.body(), exc.status, media_type="application/json")
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: Exception) -> Response:
+        # Only a caller with the token gets here (the guard runs first): say what is wrong.
+        assert isinstance(exc, RequestValidationError)
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in e.get('loc', ()))}: {e.get('msg', '')}"
+            for e in exc.errors()
+        )
+        body = error_body(f"invalid request: {problems}", "invalid_request_error")
+        return Response(body, 422, media_type="application/json")
 
     @app.get("/admin/route")
     async def get_route() -> Route:

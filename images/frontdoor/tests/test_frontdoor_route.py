@@ -175,6 +175,8 @@ def test_put_route_rejects_serving_without_upstream(start_frontdoor) -> None:
     front = start_frontdoor()
     r = front.admin("PUT", "/admin/route", json={"state": "serving", "upstream": None})
     assert r.status_code in (400, 422)
+    if r.status_code == 422:  # with the token, the details, in an OpenAI body
+        assert r.json()["error"]["type"] == "invalid_request_error"
 
 
 def test_route_persists_across_a_restart(
@@ -297,3 +299,5 @@ def test_admin_put_without_a_token_and_a_malformed_body_gets_401_not_422_parse_d
         timeout=10,
     )
     assert r.status_code in (400, 422)
+    if r.status_code == 422:  # with the token, the details, in an OpenAI body
+        assert r.json()["error"]["type"] == "invalid_request_error"
