@@ -276,6 +276,9 @@ def test_queued_bodies_past_their_byte_bound_get_503_queue_full(
         queued = pool.submit(_post, front.url, "go", big)
         assert front.wait(lambda: adm.queued == 1)
         assert adm.queued_bytes > 20000
+        metrics = httpx.get(front.url + "/metrics", timeout=5).text
+        assert f"frontdoor_queued_body_bytes {adm.queued_bytes}\n" in metrics
+        assert httpx.get(front.url + "/status").json()["frontdoor"]["queued_body_bytes"] > 20000
         refused = _post(front.url, body=big)  # 2 x 20 kB would exceed the 30 kB bound
         assert refused.status_code == 503
         assert int(refused.headers["retry-after"]) >= 1
@@ -321,6 +324,7 @@ def test_concurrent_non_generation_relays_are_bounded_with_503_and_retry_after(
     with ThreadPoolExecutor(2) as pool:
         held = [pool.submit(get_held) for _ in range(2)]
         assert upstream.wait_requests(2)
+        assert "frontdoor_active_relays 2\n" in httpx.get(front.url + "/metrics").text
         refused = httpx.get(front.url + "/v1/models", timeout=10)
         assert refused.status_code == 503
         assert int(refused.headers["retry-after"]) >= 1
