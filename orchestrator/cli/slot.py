@@ -10,7 +10,8 @@ The state directory is found the same way from anywhere on the host: a running c
 container of this slot instance (``slot/discovery.py``) names its state mount; without one,
 ``MODEL_SLOT_STATE_DIR`` or the checkout's ``state/``. A CLI whose setting names another
 directory than the running controller's is refused: it would fight that controller over the
-one model container.
+one model container. Both ways live in ``control/writer.py``, which ``gate --switch`` uses
+too.
 """
 
 from __future__ import annotations
@@ -20,34 +21,16 @@ import logging
 import os
 import signal
 import sys
-import time
-from pathlib import Path
 from types import FrameType
 from typing import Any
 
-import docker
-import docker.errors
 import httpx
 
 from orchestrator import output
-from orchestrator.config import Paths
-from orchestrator.control import controller
-from orchestrator.control.frontdoor_client import FrontdoorClient
-from orchestrator.control.state import StateStore
-from orchestrator.control.switch import DEFAULT_ROUTE_ACK_TIMEOUT_S, Switcher
-from orchestrator.errors import (
-    BusyError,
-    ControlError,
-    FrontdoorError,
-    ModelSlotError,
-    PreflightError,
-    ProfileError,
-    SlotError,
-    SwitchFailedError,
-)
-from orchestrator.profiles.store import ProfileStore
-from orchestrator.slot.discovery import find_controllers
-from orchestrator.slot.docker_slot import DockerSlot, SlotConfig
+from orchestrator.control import controller, writer
+from orchestrator.control.writer import WriteResult
+from orchestrator.errors import FrontdoorError, ModelSlotError, ProfileError
+from orchestrator.progress import Progress, ProgressPrinter
 from orchestrator.slot.facts import describe as facts_line
 
 
@@ -70,110 +53,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.set_defaults(func=cmd_up)
 
 
-# ---- wiring -------------------------------------------------------------------------------
-def _docker() -> docker.DockerClient:
-    try:
-        client = docker.from_env(timeout=120)
-        client.ping()
-    except docker.errors.DockerException as exc:
-        raise SlotError(
-            f"cannot reach the Docker engine ({exc}); is the socket mounted / DOCKER_HOST set?"
-        ) from None
-    return client
-
-
-def _seconds(name: str, default: float) -> float:
-    value = os.environ.get(name, str(default))
-    try:
-        return float(value)
-    except ValueError:
-        raise SlotError(f"{name}={value!r}: expected seconds") from None
-
-
-def state_dir(client: docker.DockerClient, strict: bool = True) -> Path:
-    """The state directory of this host's slot, wherever the command was started.
-
-    A running controller container of this slot instance names it (its state mount). A
-    ``MODEL_SLOT_STATE_DIR`` that names another directory is refused (``strict``) or, for a
-    reader, answered with the controller's directory."""
-    paths = Paths.from_env()
-    instance = SlotConfig.from_env().instance
-    found = find_controllers(client, instance)
-    explicit = "MODEL_SLOT_STATE_DIR" in os.environ
-    if not found:
-        return paths.state_dir
-    mine = paths.state_dir.resolve()
-    in_container = Path("/.dockerenv").exists()
-    for ctl in found:
-        if ctl.state_dir.resolve() == mine or (in_container and ctl.state_dir_inside == mine):
-            return paths.state_dir
-    names = ", ".join(f"{c.name} (state {c.state_dir})" for c in found)
-    if len(found) > 1:
-        raise ControlError(
-            f"several controllers run for slot instance {instance!r}: {names}; set "
-            "MODEL_SLOT_STATE_DIR to the state directory of the one to use"
-        )
-    ctl = found[0]
-    if explicit and strict:
-        raise ControlError(
-            f"a controller for slot instance {instance!r} runs in container {ctl.name} with its "
-            f"state in {ctl.state_dir}, but MODEL_SLOT_STATE_DIR={paths.state_dir}: this command "
-            "would not find it and would fight it over the model container. Unset "
-            f"MODEL_SLOT_STATE_DIR or set it to {ctl.state_dir}"
-        )
-    return ctl.state_dir
-
-
-def _switcher(strict: bool = True) -> Switcher:
-    paths = Paths.from_env()
-    client = _docker()
-    return Switcher(
-        ProfileStore(paths.profiles_dir),
-        DockerSlot(SlotConfig.from_env(), client),
-        state=StateStore(state_dir(client, strict)),
-        frontdoor=FrontdoorClient.from_env(),
-        paths=paths,
-        drain_timeout_s=_seconds("MODEL_SLOT_DRAIN_TIMEOUT_S", 30),
-        route_ack_timeout_s=_seconds("MODEL_SLOT_ROUTE_ACK_TIMEOUT_S", DEFAULT_ROUTE_ACK_TIMEOUT_S),
-    )
-
-
-class Printer:
+def _printer(as_json: bool) -> ProgressPrinter:
     """Progress as it happens: to stdout, or to stderr when stdout carries JSON."""
-
-    def __init__(self, as_json: bool) -> None:
-        self.out = sys.stderr if as_json else sys.stdout
-        self.t0 = time.monotonic()
-
-    def __call__(self, event: dict[str, Any]) -> None:
-        kind = event.get("event")
-        at = f"[{time.monotonic() - self.t0:7.2f}s]"
-        if kind == "phase":
-            status = event.get("status")
-            if status == "start":
-                line = f"{at} {event.get('phase')} ..."
-            else:
-                detail = event.get("detail") or event.get("failed") or ""
-                mark = "ok" if status == "done" else "FAILED"
-                line = f"{at} {event.get('phase')} {mark} in {event.get('duration_s', 0):.2f}s" + (
-                    f"  {detail}" if detail else ""
-                )
-        elif kind == "step":
-            line = f"{at}   {event.get('phase')}: {event.get('text')}"
-        elif kind == "queued":
-            line = f"{at} queued behind {event.get('ahead')} command(s) at the controller"
-        elif kind == "failure":
-            line = f"{at} FAILED: {event.get('error')}"
-            tail = event.get("log_tail") or ""
-            if tail:
-                line += "\n  last log lines of the new container:\n" + _indent(tail)
-        else:
-            return
-        print(line, file=self.out, flush=True)
-
-
-def _indent(text: str, prefix: str = "    ") -> str:
-    return "\n".join(prefix + line for line in text.rstrip().splitlines()[-40:])
+    return ProgressPrinter(sys.stderr if as_json else sys.stdout)
 
 
 def _print_report(report: dict[str, Any]) -> None:
@@ -198,103 +80,46 @@ def _print_report(report: dict[str, Any]) -> None:
         print("  phases: " + ", ".join(f"{p['name']} {p['duration_s']:.2f}s" for p in phases))
 
 
-def _refusal_outcome(exc: ModelSlotError) -> str:
-    if isinstance(exc, (PreflightError, ProfileError)):
-        return "refused"
-    if isinstance(exc, BusyError):
-        return "busy"
-    return "error"
-
-
-def _run_writer(request: dict[str, Any], as_json: bool, purpose: str, action: str) -> int:
-    """Run ``switch``/``stop`` through the controller if one listens, else in-process."""
-    progress = Printer(as_json)
-    try:
-        switcher = _switcher()
-        result = controller.ask(switcher.state.directory, request, progress)
-        if result is None:
-            result = _in_process(switcher, request, progress, purpose)
-        else:
-            progress(
-                {"event": "step", "phase": "control", "text": "done by the running controller"}
-            )
-    except ModelSlotError as exc:
-        result = {"ok": False, "error": str(exc), "outcome": _refusal_outcome(exc)}
-    report = result.get("report")
+def _render_result(
+    result: WriteResult, progress: Progress, as_json: bool, body: dict[str, Any]
+) -> int:
+    """Render how a ``switch``/``stop`` ended; ``body`` is the JSON when there is no report."""
+    if result.by_controller:
+        progress({"event": "step", "phase": "control", "text": "done by the running controller"})
     if as_json:
-        body = dict(report) if report else {"action": action, "profile": request.get("profile")}
-        if not result.get("ok"):
-            body.setdefault("outcome", result.get("outcome", "error"))
-            if report is None or body.get("outcome") in (None, "running"):
-                body["outcome"] = result.get("outcome", "error")
-            body["error"] = result.get("error")
-        output.print_json(body)
-    elif report:
-        _print_report(report)
-    if not result.get("ok"):
+        out = dict(result.report) if result.report else body
+        if not result.ok:
+            out.setdefault("outcome", result.outcome or "error")
+            if result.report is None or out.get("outcome") in (None, "running"):
+                out["outcome"] = result.outcome or "error"
+            out["error"] = result.error
+        output.print_json(out)
+    elif result.report:
+        _print_report(result.report)
+    if not result.ok:
         if not as_json:
-            output.error(str(result.get("error")))
+            output.error(str(result.error))
         return 1
     return 0
 
 
-def _in_process(
-    switcher: Switcher, request: dict[str, Any], progress: Printer, purpose: str
-) -> dict[str, Any]:
-    lock = switcher.lock
-    lock.purpose = purpose
-    start = time.monotonic()
-    lock.acquire()
-    try:
-        waited = time.monotonic() - start
-        result: dict[str, Any]
-        try:
-            if request["op"] == "switch":
-                report = switcher.switch(
-                    request["profile"],
-                    force=request["force"],
-                    progress=progress,
-                    lock_wait_s=waited,
-                )
-            else:
-                report = switcher.stop(progress=progress, lock_wait_s=waited)
-            result = {"ok": True, "report": report.to_json()}
-        except SwitchFailedError as exc:
-            result = {"ok": False, "error": str(exc), "report": exc.report}
-        except ModelSlotError as exc:
-            result = {"ok": False, "error": str(exc), "outcome": _refusal_outcome(exc)}
-        # No controller re-sends a missed route once this process exits: land it now or fail.
-        route = switcher.settle_route(switcher.route_ack_timeout_s, progress)
-        if not route.acked:
-            what = f" {request['profile']}" if request["op"] == "switch" else ""
-            missed = (
-                f"the {route.text}; re-sent for {switcher.route_ack_timeout_s:g}s and not "
-                "acknowledged, so the frontdoor still serves its old route and nothing re-sends "
-                f"it after this command. Run `{request['op']}{what}` again once the frontdoor "
-                "answers, or run the controller (`up`), which re-sends it until it lands"
-            )
-            error = result.get("error")
-            result = {**result, "ok": False, "error": f"{error}\n{missed}" if error else missed}
-            if isinstance(result.get("report"), dict):
-                result["report"] = {**result["report"], "frontdoor": route.text}
-        return result
-    finally:
-        lock.release()
-
-
 # ---- commands -----------------------------------------------------------------------------
 def cmd_switch(args: argparse.Namespace) -> int:
-    request = {"op": "switch", "profile": args.name, "force": bool(args.force)}
-    return _run_writer(request, args.json, f"switch {args.name}", "switch")
+    progress = _printer(args.json)
+    result = writer.switch(args.name, progress, force=bool(args.force))
+    return _render_result(result, progress, args.json, {"action": "switch", "profile": args.name})
 
 
 def cmd_stop(args: argparse.Namespace) -> int:
-    return _run_writer({"op": "stop"}, bool(getattr(args, "json", False)), "stop", "stop")
+    as_json = bool(getattr(args, "json", False))
+    progress = _printer(as_json)
+    result = writer.stop(progress)
+    return _render_result(result, progress, as_json, {"action": "stop", "profile": None})
 
 
 def collect_status() -> dict[str, Any]:
     """Everything ``status`` shows, as one JSON-able dict. Reads only; takes no lock."""
-    switcher = _switcher(strict=False)
+    switcher = writer.switcher_from_env(strict=False)
     loaded = switcher.state.read()
     state = loaded.state
     status: dict[str, Any] = {
@@ -470,9 +295,11 @@ def cmd_up(args: argparse.Namespace) -> int:
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per readiness probe is noise
     ctl = controller.Controller(
-        _switcher(),
+        writer.switcher_from_env(),
         default_profile=controller.Controller.default_profile_from_env(),
-        backoff=controller.Backoff(base_s=_seconds("MODEL_SLOT_RESTART_BACKOFF_S", 1.0)),
+        backoff=controller.Backoff(
+            base_s=writer.seconds_setting("MODEL_SLOT_RESTART_BACKOFF_S", 1.0)
+        ),
     )
 
     def on_signal(signum: int, frame: FrameType | None) -> None:

@@ -51,10 +51,9 @@ from orchestrator.errors import (
     SwitchFailedError,
 )
 from orchestrator.profiles.store import Profile, ProfileStore
+from orchestrator.progress import Progress, ProgressEvent, phase_end
 from orchestrator.slot import facts as facts_mod
 from orchestrator.slot.protocol import ContainerInfo, Slot
-
-Progress = Callable[[dict[str, Any]], None]
 
 #: Default bound on draining in-flight generations before the old model stops.
 DEFAULT_DRAIN_TIMEOUT_S = 30.0
@@ -70,7 +69,7 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
-def _quiet(_: dict[str, Any]) -> None:
+def _quiet(_: ProgressEvent) -> None:
     return
 
 
@@ -251,11 +250,11 @@ class Switcher:
             record["duration_s"] = round(time.monotonic() - start, 3)
             record["failed"] = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             report.phases.append(record)
-            progress({"event": "phase", "phase": name, "status": "failed", **record})
+            progress(phase_end(record, "failed"))
             raise
         record["duration_s"] = round(time.monotonic() - start, 3)
         report.phases.append(record)
-        progress({"event": "phase", "phase": name, "status": "done", **record})
+        progress(phase_end(record, "done"))
 
     def _step(self, progress: Progress, phase: str) -> Callable[[str], None]:
         def step(text: str) -> None:

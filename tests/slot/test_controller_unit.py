@@ -6,7 +6,6 @@ import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -16,6 +15,7 @@ from orchestrator.control.frontdoor_client import FrontdoorClient
 from orchestrator.control.lock import SlotLock
 from orchestrator.errors import BusyError, ControlError, SlotError
 from orchestrator.profiles.store import Profile
+from orchestrator.progress import ProgressEvent
 from orchestrator.slot.protocol import ContainerInfo, OnStep
 from tests.slot.conftest import ADMIN_TOKEN, Frontdoor
 from tests.slot.fakes import FakeSlot
@@ -56,7 +56,7 @@ def test_cli_requests_go_through_the_socket_with_progress(
     running: tuple[Controller, FakeSlot], frontdoor: Frontdoor
 ) -> None:
     ctl, fake = running
-    events: list[dict[str, Any]] = []
+    events: list[ProgressEvent] = []
     result = controller.ask(
         ctl.state_dir,
         {"op": "switch", "profile": "cpu-smollm2-135m", "force": False},
@@ -174,7 +174,7 @@ def test_a_controller_that_dies_mid_switch_is_reported_not_waited_for(tmp_path: 
 
     thread = threading.Thread(target=die_after_one_event, daemon=True)
     thread.start()
-    events: list[dict[str, Any]] = []
+    events: list[ProgressEvent] = []
     try:
         with pytest.raises(ControlError, match="went away before the switch finished") as gone:
             controller.ask(tmp_path, {"op": "switch", "profile": "cpu-tiny"}, events.append)

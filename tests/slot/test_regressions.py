@@ -18,9 +18,11 @@ import pytest
 
 from orchestrator.cli import slot as slot_cli
 from orchestrator.config import Paths
+from orchestrator.control import writer
 from orchestrator.control.controller import Controller
 from orchestrator.control.frontdoor_client import FrontdoorClient
 from orchestrator.control.state import StateStore
+from orchestrator.control.switch import Switcher
 from orchestrator.errors import FrontdoorError, ModelSlotError, SwitchFailedError
 from tests.slot.conftest import ADMIN_TOKEN, Frontdoor
 from tests.slot.fakes import FakeSlot
@@ -84,7 +86,11 @@ def test_switch_without_a_controller_exits_non_zero_when_the_final_flip_is_not_a
     switcher = make_switcher(tmp_path, profiles_dir, FakeSlot(), client)
     switcher.route_ack_timeout_s = 1.0
     monkeypatch.setenv("MODEL_SLOT_STATE_DIR", str(switcher.state.directory))
-    monkeypatch.setattr(slot_cli, "_switcher", lambda: switcher)
+
+    def configured(paths: Paths | None = None, *, strict: bool = True) -> Switcher:
+        return switcher
+
+    monkeypatch.setattr(writer, "switcher_from_env", configured)
 
     code = slot_cli.cmd_switch(argparse.Namespace(name="cpu-tiny", force=False, json=True))
 
