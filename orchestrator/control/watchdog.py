@@ -40,6 +40,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Literal
 
+from orchestrator.profiles.store import Profile
+
 Verdict = Literal["off", "unknown", "ok", "wedged", "degraded", "faulted"]
 ProbeKind = Literal["liveness", "decode"]
 
@@ -64,6 +66,26 @@ class WatchdogSettings:
     degraded_fraction: float = 0.5
     degraded_probes: int = 3
     restart_on_degraded: bool = False
+
+    @classmethod
+    def from_profile(cls, profile: Profile) -> WatchdogSettings:
+        """The profile's values (validated by the schema), defaults filled in."""
+
+        def number(key: str) -> float:
+            return float(profile.get(f"MODEL_SLOT_WATCHDOG_{key}"))
+
+        return cls(
+            enabled=profile.get("MODEL_SLOT_WATCHDOG") == "1",
+            probe_interval_s=number("PROBE_INTERVAL_S"),
+            wedge_s=number("WEDGE_S"),
+            restart_budget=int(number("RESTART_BUDGET")),
+            restart_window_s=number("RESTART_WINDOW_S"),
+            decode_interval_s=number("DECODE_INTERVAL_S"),
+            decode_tokens=int(number("DECODE_TOKENS")),
+            degraded_fraction=number("DEGRADED_FRACTION"),
+            degraded_probes=int(number("DEGRADED_PROBES")),
+            restart_on_degraded=profile.get("MODEL_SLOT_WATCHDOG_RESTART_ON_DEGRADED") == "1",
+        )
 
 
 @dataclass(frozen=True)
