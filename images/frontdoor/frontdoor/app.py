@@ -6,6 +6,7 @@ import json
 
 from starlette.types import Receive, Scope, Send
 
+from . import watchdog_report
 from .core import Frontdoor
 from .proxy import relay
 from .status import status
@@ -43,7 +44,7 @@ class PublicApp:
             adm = fd.admission
             body = fd.metrics.render(
                 active=adm.active, queued=adm.queued, cap=adm.cap, state=fd.route.state
-            )
+            ) + watchdog_report.render_bytes(fd.watchdog)
             ctype = b"text/plain; version=0.0.4; charset=utf-8"
         else:
             body, ctype = json.dumps(status(fd), indent=2).encode(), b"application/json"

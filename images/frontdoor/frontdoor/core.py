@@ -16,10 +16,12 @@ from urllib.parse import urlsplit
 
 from . import route as route_mod
 from .admission import Admission
+from .liveness import Liveness
 from .metrics import Metrics
 from .route import Route
 from .settings import Settings
 from .upstream import Pool
+from .watchdog_report import WatchdogReport
 
 log = logging.getLogger("frontdoor")
 
@@ -38,6 +40,8 @@ class Frontdoor:
         self.started_at = route_mod.now_iso()
         self.started_monotonic = time.monotonic()
         self.metrics = Metrics()
+        self.liveness = Liveness()  # liveness.py: tokens relayed, for the watchdog
+        self.watchdog: WatchdogReport | None = None  # what the orchestrator last reported
         self.admission = Admission(
             route.limits.max_active_generations, route.limits.queue_timeout_s, route.switch_hold_s
         )
