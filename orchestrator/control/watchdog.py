@@ -163,6 +163,7 @@ class Watchdog:
     frontdoor: FrontdoorLiveness | None = None
     restarts: deque[float] = field(default_factory=deque)
     probing: _Probing | None = None
+    verdict_changes: int = 0
     _decode_history: deque[float] = field(default_factory=deque)
     _first_decodes: list[float] = field(default_factory=list)
 
@@ -342,7 +343,10 @@ class Watchdog:
 
     def _set(self, verdict: Verdict, reason: str) -> list[Action]:
         before, self.verdict, self.reason = self.verdict, verdict, reason
-        return [] if before == verdict else [VerdictChanged(before, verdict, reason)]
+        if before == verdict:
+            return []
+        self.verdict_changes += 1
+        return [VerdictChanged(before, verdict, reason)]
 
     def _fd_note(self) -> str:
         fd = self.frontdoor
@@ -390,6 +394,7 @@ class Watchdog:
             else round(self.baseline.decode_tok_s, 2),
             "baseline_source": None if self.baseline is None else self.baseline.source,
             "degraded_below_tok_s": threshold,
+            "verdict_changes": self.verdict_changes,
         }
 
 

@@ -38,6 +38,8 @@ log = logging.getLogger("orchestrator.watchdog")
 
 #: How often the runner looks (at the frontdoor's figures, and whether a probe is due).
 TICK_S = 1.0
+#: The view is published after every round that did something, and at least this often.
+PUBLISH_S = 10.0
 
 
 class WatchdogPort(Protocol):
@@ -59,6 +61,9 @@ class WatchdogPort(Protocol):
     def changed(self, change: VerdictChanged, view: dict[str, object]) -> None:
         """A verdict changed: the event log line and whatever else wants to know."""
 
+    def publish(self, view: dict[str, object]) -> None:
+        """The current view, for ``/status``, ``status`` and the metrics. Never raises."""
+
 
 class WatchdogRunner:
     def __init__(
@@ -66,10 +71,13 @@ class WatchdogRunner:
         port: WatchdogPort,
         clock: Callable[[], float] = time.monotonic,
         tick_s: float = TICK_S,
+        publish_s: float = PUBLISH_S,
     ) -> None:
         self.port = port
         self.clock = clock
         self.tick_s = tick_s
+        self.publish_s = publish_s
+        self._published_at: float | None = None
         self._policy = Watchdog()
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -88,12 +96,14 @@ class WatchdogRunner:
         with self._lock:
             actions = self._policy.arm(self.clock(), settings, profile_hash, baseline, fresh=fresh)
         self._carry_out(actions)
+        self._publish()
         self._wake.set()
 
     def disarm(self, reason: str) -> None:
         with self._lock:
             actions = self._policy.disarm(reason)
         self._carry_out(actions)
+        self._publish()
 
     def view(self) -> dict[str, object]:
         with self._lock:
@@ -129,6 +139,8 @@ class WatchdogRunner:
         with self._lock:
             watching = self._policy.verdict not in ("off", "faulted")
         if not watching:
+            if self._due():
+                self._publish()
             return
         liveness = self.port.liveness()  # I/O outside the lock
         with self._lock:
@@ -141,6 +153,15 @@ class WatchdogRunner:
                 with self._lock:
                     after = self._policy.probe_done(self.clock(), result)
                 self._carry_out(after)
+        if actions or self._due():
+            self._publish()
+
+    def _due(self) -> bool:
+        return self._published_at is None or self.clock() - self._published_at >= self.publish_s
+
+    def _publish(self) -> None:
+        self._published_at = self.clock()
+        self.port.publish(self.view())
 
     def _carry_out(self, actions: list[Action]) -> None:
         for action in actions:

@@ -65,6 +65,7 @@ class FakePort:
     restarts: list[str] = field(default_factory=list)
     faults: list[str] = field(default_factory=list)
     changes: list[tuple[str, str]] = field(default_factory=list)
+    published: list[dict[str, object]] = field(default_factory=list)
 
     def liveness(self) -> FrontdoorLiveness | None:
         return self.frontdoor
@@ -89,6 +90,9 @@ class FakePort:
     def changed(self, change: VerdictChanged, view: dict[str, object]) -> None:
         assert view["reason"]  # the view goes with the change (it may already be further on)
         self.changes.append((change.before, change.after))
+
+    def publish(self, view: dict[str, object]) -> None:
+        self.published.append(view)
 
 
 @pytest.fixture
@@ -353,3 +357,19 @@ def test_actions_are_typed(clock: Clock) -> None:
     actions = dog.probe_done(clock.now + 91, timeout("decode"))
     assert [type(a) for a in actions] == [VerdictChanged, VerdictChanged, Fault]
     assert not any(isinstance(a, Restart) for a in actions)
+
+
+def test_the_view_is_published_on_changes_and_at_least_every_publish_interval(
+    runner: WatchdogRunner, port: FakePort, clock: Clock
+) -> None:
+    on_arm = port.published[-1]
+    assert on_arm["verdict"] == "unknown"
+    runner.step()
+    after = port.published[-1]
+    assert after["verdict"] == "ok" and after["verdict_changes"] == 2
+    count = len(port.published)
+    advance(runner, clock, 9)  # nothing happens for 9 s: nothing published
+    assert len(port.published) == count
+    advance(runner, clock, 2)  # a probe (10 s) and the publish interval
+    assert len(port.published) > count
+    assert port.published[-1]["last_probe"] is not None
