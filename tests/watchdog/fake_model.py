@@ -44,12 +44,12 @@ class FakeModel:
                     self.wfile.write(payload)
                     return
                 if not body.get("stream"):
-                    payload = json.dumps({"usage": {"completion_tokens": body["max_tokens"]}})
+                    answer = json.dumps({"usage": {"completion_tokens": body["max_tokens"]}})
                     self.send_response(200)
                     self.send_header("content-type", "application/json")
-                    self.send_header("content-length", str(len(payload)))
+                    self.send_header("content-length", str(len(answer)))
                     self.end_headers()
-                    self.wfile.write(payload.encode())
+                    self.wfile.write(answer.encode())
                     return
                 self.send_response(200)
                 self.send_header("content-type", "text/event-stream")
