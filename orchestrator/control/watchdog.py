@@ -106,6 +106,7 @@ class ProbeResult:
     tokens: int = 0
     decode_tok_s: float | None = None  # decode probes: tokens after the first / their time
     error: str | None = None
+    note: str | None = None  # e.g. the probe waited, but vLLM generated tokens meanwhile
 
 
 @dataclass(frozen=True)
@@ -213,16 +214,7 @@ class Watchdog:
         is known of clients, and the model counts as idle) and say what to do."""
         if self.verdict in ("off", "faulted") or self.armed_at is None:
             return []
-        self.frontdoor = frontdoor
-        actions: list[Action] = []
-        if frontdoor is not None and frontdoor.last_token_age_s is not None:
-            token_at = now - frontdoor.last_token_age_s
-            if token_at > (self.last_proof_at or 0.0):
-                self.last_proof_at, self.last_proof = token_at, "traffic"
-                if self.suspect_since is not None and token_at >= self.suspect_since:
-                    self.suspect_since = None  # tokens flowed after the probe went out
-                if self.verdict in ("unknown", "wedged"):
-                    actions += self._set("ok", "tokens relayed to clients")
+        actions = self.observe(now, frontdoor)
         if self.probing is not None:
             return actions  # one probe at a time; its result decides
         s = self.settings
@@ -242,6 +234,24 @@ class Watchdog:
             actions.append(self._send(now, "liveness"))
         return actions
 
+    def observe(self, now: float, frontdoor: FrontdoorLiveness | None) -> list[Action]:
+        """Take the frontdoor's figures only (the runner calls it again after a probe, so that
+        tokens relayed while the probe waited count before the probe's result is judged)."""
+        if self.verdict in ("off", "faulted") or self.armed_at is None:
+            return []
+        self.frontdoor = frontdoor
+        if frontdoor is None or frontdoor.last_token_age_s is None:
+            return []
+        token_at = now - frontdoor.last_token_age_s
+        if token_at <= (self.last_proof_at or 0.0):
+            return []
+        self.last_proof_at, self.last_proof = token_at, "traffic"
+        if self.suspect_since is not None and token_at >= self.suspect_since:
+            self.suspect_since = None  # tokens flowed after the probe went out
+        if self.verdict in ("unknown", "wedged"):
+            return self._set("ok", "tokens relayed to clients")
+        return []
+
     def probe_done(self, now: float, result: ProbeResult) -> list[Action]:
         """The result of the probe ``tick`` asked for."""
         probing, self.probing = self.probing, None
@@ -254,11 +264,11 @@ class Watchdog:
             if result.kind == "decode" and result.decode_tok_s is not None:
                 return self._decoded(now, result.decode_tok_s)
             if self.verdict in ("unknown", "wedged"):
-                return self._set("ok", f"probe answered in {result.latency_s:.2f}s")
+                return self._set("ok", result.note or f"probe answered in {result.latency_s:.2f}s")
             return []
         if self.suspect_since is None:
             self.suspect_since = probing.sent_at
-        if self.last_proof_at is not None and self.last_proof_at >= self.suspect_since:
+        if self.last_proof_at is not None and self.last_proof_at > self.suspect_since:
             self.suspect_since = None  # traffic proved life while the probe failed
             return []
         silent = now - self.suspect_since
@@ -380,6 +390,7 @@ class Watchdog:
                 "latency_s": round(probe.latency_s, 3),
                 "timed_out": probe.timed_out,
                 "error": probe.error,
+                "note": probe.note,
             },
             "probing": None if self.probing is None else self.probing.kind,
             "active_generations": None if fd is None else fd.active,

@@ -4,7 +4,11 @@ Never through the frontdoor, so a probe never takes a client's place under the c
 one short sequence to vLLM's batch, which is why it runs only when no token flowed for an
 interval, and the decode probe only when no client is active).
 
-- **liveness**: ``POST /v1/completions`` for 1 token. Proof when it returns ≥ 1 token.
+- **liveness**: ``POST /v1/completions`` for 1 token. Proof when it returns ≥ 1 token. When it
+  does not answer in time, vLLM's own counter ``vllm:generation_tokens_total`` (``/metrics``,
+  read before and after) decides: if it grew, the engine generated meanwhile and the probe only
+  queued behind busy sequences (every ``max_num_seqs`` place taken by long non-streamed
+  generations); that is proof too. A stopped engine leaves the counter flat.
 - **decode**: the same, streamed, for ``tokens`` tokens with ``ignore_eos`` (a fixed shape:
   the same short prompt every time), and the decode rate is (events after the first) / (time
   from the first to the last). On vLLM every streamed event carries one token.
@@ -26,6 +30,42 @@ PROMPT = "The quick brown fox jumps over the lazy dog. Once upon a time"
 
 
 def liveness(base_url: str, served: str, timeout_s: float) -> ProbeResult:
+    before = generated_tokens(base_url)
+    result = _liveness(base_url, served, timeout_s)
+    if result.ok or before is None:
+        return result
+    after = generated_tokens(base_url)
+    if after is not None and after > before:
+        return ProbeResult(
+            "liveness",
+            ok=True,
+            latency_s=result.latency_s,
+            note=f"the probe {'timed out' if result.timed_out else 'failed'}, but vLLM generated "
+            f"{after - before:.0f} tokens meanwhile (busy, not wedged)",
+        )
+    return result
+
+
+def generated_tokens(base_url: str) -> float | None:
+    """vLLM's ``vllm:generation_tokens_total`` (summed over engines), or None."""
+    try:
+        response = httpx.get(f"{base_url}/metrics", timeout=5)
+    except httpx.HTTPError:
+        return None
+    if response.status_code != 200:
+        return None
+    total, seen = 0.0, False
+    for line in response.text.splitlines():
+        if line.startswith("vllm:generation_tokens_total"):
+            try:
+                total += float(line.rsplit(" ", 1)[1])
+                seen = True
+            except (IndexError, ValueError):
+                continue
+    return total if seen else None
+
+
+def _liveness(base_url: str, served: str, timeout_s: float) -> ProbeResult:
     start = time.monotonic()
     body = {"model": served, "prompt": PROMPT, "max_tokens": 1, "temperature": 0}
     try:

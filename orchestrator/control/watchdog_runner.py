@@ -150,8 +150,12 @@ class WatchdogRunner:
         for action in actions:
             if isinstance(action, Probe):
                 result = self.port.probe(action.kind, settings)
+                # Tokens relayed while the probe waited (it may queue behind busy sequences in
+                # vLLM) are proof too: look again before the result is judged.
+                after_probe = self.port.liveness() if not result.ok else None
                 with self._lock:
-                    after = self._policy.probe_done(self.clock(), result)
+                    after = self._policy.observe(self.clock(), after_probe) if after_probe else []
+                    after += self._policy.probe_done(self.clock(), result)
                 self._carry_out(after)
         if actions or self._due():
             self._publish()

@@ -19,6 +19,8 @@ class FakeModel:
         self.mode = "ok"
         self.interval_s = 0.01
         self.requests: list[dict[str, Any]] = []
+        self.generated: float | None = None  # vllm:generation_tokens_total; None: no /metrics
+        self.generating = 0.0  # added to it on every /metrics read (an engine busy elsewhere)
         self._release = threading.Event()
         owner = self
 
@@ -27,6 +29,19 @@ class FakeModel:
 
             def log_message(self, *_: object) -> None:
                 pass
+
+            def do_GET(self) -> None:
+                if self.path != "/metrics" or owner.generated is None:
+                    self.send_response(404)
+                    self.send_header("content-length", "0")
+                    self.end_headers()
+                    return
+                owner.generated += owner.generating
+                text = f'vllm:generation_tokens_total{{engine="0"}} {owner.generated}\n'.encode()
+                self.send_response(200)
+                self.send_header("content-length", str(len(text)))
+                self.end_headers()
+                self.wfile.write(text)
 
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["content-length"])))

@@ -60,6 +60,10 @@ class FakePort:
 
     clock: Clock
     frontdoor: FrontdoorLiveness | None = IDLE
+    #: When set, the last token was relayed at this clock time (its age grows with the clock);
+    #: otherwise ``frontdoor``'s figures are returned as they are (a flowing stream: always fresh).
+    token_at: float | None = None
+    relay_during_probe: bool = False  # a client's generation finishes while the probe waits
     answers: deque[ProbeResult] = field(default_factory=deque)
     probes: list[ProbeKind] = field(default_factory=list)
     restarts: list[str] = field(default_factory=list)
@@ -68,7 +72,11 @@ class FakePort:
     published: list[dict[str, object]] = field(default_factory=list)
 
     def liveness(self) -> FrontdoorLiveness | None:
-        return self.frontdoor
+        fd = self.frontdoor
+        if fd is None or self.token_at is None:
+            return fd
+        age = self.clock.now - self.token_at
+        return FrontdoorLiveness(fd.active, last_token_age_s=age, oldest_active_silent_s=age)
 
     def probe(self, kind: ProbeKind, settings: WatchdogSettings) -> ProbeResult:
         """The first queued answer of this kind, else a healthy one (decode: 50 tok/s)."""
@@ -79,6 +87,8 @@ class FakePort:
         else:
             self.answers.remove(answer)
         self.clock.now += settings.wedge_s if answer.timed_out else answer.latency_s
+        if self.relay_during_probe:
+            self.token_at = self.clock.now - 1
         return answer
 
     def restart(self, reason: str) -> None:
@@ -193,7 +203,8 @@ def test_busy_and_silent_gets_a_probe_and_an_answer_clears_it(
 ) -> None:
     runner.step()
     # non-streaming generations: nothing relayed for a while, but the engine is alive
-    port.frontdoor = FrontdoorLiveness(active=2, last_token_age_s=30.0, oldest_active_silent_s=30.0)
+    port.frontdoor = FrontdoorLiveness(active=2, last_token_age_s=None)
+    port.token_at = clock.now - 30
     advance(runner, clock, 30)
     assert "liveness" in port.probes and "decode" not in port.probes[1:]
     assert runner.verdict == "ok" and port.restarts == []
@@ -203,11 +214,12 @@ def test_busy_and_silent_with_a_dead_probe_is_a_wedge(
     runner: WatchdogRunner, port: FakePort, clock: Clock
 ) -> None:
     runner.step()
-    port.frontdoor = FrontdoorLiveness(active=2, last_token_age_s=15.0, oldest_active_silent_s=15.0)
+    port.frontdoor = FrontdoorLiveness(active=2, last_token_age_s=None)
+    port.token_at = clock.now - 15
     port.answers.append(timeout())
     advance(runner, clock, 12)  # the last proof (the first probe) is an interval old
     assert runner.verdict == "wedged"
-    assert "2 active, the oldest silent 15s" in port.restarts[0]
+    assert "(2 active, the oldest silent 45s)" in port.restarts[0]
 
 
 def test_tokens_relayed_while_the_probe_hung_mean_alive(clock: Clock) -> None:
@@ -373,3 +385,17 @@ def test_the_view_is_published_on_changes_and_at_least_every_publish_interval(
     advance(runner, clock, 2)  # a probe (10 s) and the publish interval
     assert len(port.published) > count
     assert port.published[-1]["last_probe"] is not None
+
+
+def test_a_probe_queued_behind_busy_generations_that_finish_meanwhile_is_no_wedge(
+    runner: WatchdogRunner, port: FakePort, clock: Clock
+) -> None:
+    """Non-streamed generations fill vLLM's sequences; the probe waits behind them and times out,
+    but one of them finishes (and is relayed) meanwhile: the engine generates."""
+    runner.step()
+    port.frontdoor = FrontdoorLiveness(active=2, last_token_age_s=None)
+    port.token_at = clock.now - 15
+    port.relay_during_probe = True
+    port.answers.append(timeout())
+    advance(runner, clock, 40)
+    assert runner.verdict == "ok" and port.restarts == []

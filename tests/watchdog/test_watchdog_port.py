@@ -42,6 +42,19 @@ def test_a_hung_model_times_out_within_the_bound(model: FakeModel) -> None:
     assert not decode.ok and decode.timed_out
 
 
+def test_a_probe_queued_behind_busy_sequences_counts_when_vllm_generated_meanwhile(
+    model: FakeModel,
+) -> None:
+    """Every vLLM sequence busy with a long non-streamed generation: the probe waits, but vLLM's
+    own token counter grows, so the engine is alive."""
+    model.mode, model.generated, model.generating = "hang", 100.0, 0.0
+    flat = watchdog_probe.liveness(model.url, "m", timeout_s=0.5)
+    assert not flat.ok and flat.timed_out, "a flat counter (a stopped engine) is no proof"
+    model.generating = 7.0
+    busy = watchdog_probe.liveness(model.url, "m", timeout_s=0.5)
+    assert busy.ok and "vLLM generated 7 tokens meanwhile" in str(busy.note)
+
+
 def test_an_error_answer_is_a_failure_not_a_timeout(model: FakeModel) -> None:
     model.mode = "error"
     result = watchdog_probe.liveness(model.url, "m", timeout_s=5)
