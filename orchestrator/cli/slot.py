@@ -22,6 +22,7 @@ import docker.errors
 import httpx
 
 from orchestrator import output
+from orchestrator.cli import watchdog_status
 from orchestrator.config import Paths
 from orchestrator.control import controller
 from orchestrator.control.frontdoor_client import FrontdoorClient
@@ -287,6 +288,8 @@ def collect_status() -> dict[str, Any]:
     except ModelSlotError as exc:
         answer = {"error": str(exc)}
     status["controller"] = answer if answer is not None else "not running"
+    running = isinstance(answer, dict) and bool(answer.get("controller"))
+    status["watchdog"] = watchdog_status.collect(paths.state_dir, running)
     last = state.last_switch
     if last:
         status["last_switch"] = {
@@ -358,6 +361,8 @@ def cmd_status(args: argparse.Namespace) -> int:
             else str(ctl)
         )
     )
+    for line in watchdog_status.render(status["watchdog"]):
+        print(line)
     last = status["last_switch"]
     if last:
         print(

@@ -85,9 +85,14 @@ class WatchdogHook:
         )
 
     def unwatch(self, reason: str) -> None:
+        if self._container_id is None:
+            return  # not watching: nothing to say again
         self._container_id = None
         self.port.aim(None, None)
         self.runner.disarm(reason)
+
+    def watching(self, container_id: str) -> bool:
+        return self._container_id == container_id
 
     def restarting(self, profile_hash: str) -> None:
         """The controller is about to restart this profile for the watchdog: the next ``watch``
