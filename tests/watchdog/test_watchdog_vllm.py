@@ -96,9 +96,12 @@ def test_throttled_decode_is_degraded_with_figures_and_clears_when_lifted(
     )
     restarts: list[str] = []
     runner = make_runner(tmp_path, tiny, settings, restarts)
-    wait_until(
-        lambda: runner.step() or runner.view()["baseline_tok_s"], 120, "a baseline from 3 probes"
-    )
+
+    def baseline_made() -> object:
+        runner.step()
+        return runner.view()["baseline_tok_s"]
+
+    wait_until(baseline_made, 120, "a baseline from 3 probes")
     baseline = runner.view()["baseline_tok_s"]
     container = tiny.container
     subprocess.run(
