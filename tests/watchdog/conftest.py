@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from tests.slot.conftest import frontdoor, profiles_dir
+from tests.slot.conftest import frontdoor, module_slot, profiles_dir
 
-__all__ = ["frontdoor", "profiles_dir"]
+__all__ = ["frontdoor", "module_slot", "profiles_dir"]
