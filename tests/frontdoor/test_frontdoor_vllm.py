@@ -23,7 +23,7 @@ import openai
 import pytest
 import uvloop
 from frontdoor.core import Frontdoor
-from frontdoor.route import Limits, Route
+from frontdoor.route import Limits, Profile, Route
 from frontdoor.server import Servers, bind
 from frontdoor.settings import Settings
 
@@ -69,7 +69,7 @@ def _route(server: Any, **limits: Any) -> Route:
     return Route(
         upstream=server.base_url,
         state="serving",
-        profile={"name": "cpu-smollm2-135m", "modalities": "text"},  # type: ignore[arg-type]
+        profile=Profile(name="cpu-smollm2-135m", modalities="text"),
         limits=Limits(served_model_name=server.served_model_name, **limits),
     )
 
