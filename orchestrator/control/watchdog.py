@@ -181,10 +181,15 @@ class Watchdog:
         """A model became ready (the ready check included a real generation: that is proof).
         ``fresh``: an operator's switch or a boot, which forgets the restart history and a
         fault; a watchdog restart passes False so its budget carries on."""
-        if fresh or profile_hash != self.profile_hash:
+        same = not fresh and profile_hash == self.profile_hash
+        if not same:
             self.restarts.clear()
         elif self.verdict == "faulted":
             return []  # only an operator's switch clears a fault
+        if baseline is None and same and self.baseline is not None:
+            # A watchdog restart of the same profile keeps the baseline it measured: a device
+            # still slow after the restart must not become its own baseline.
+            baseline = self.baseline
         self.settings = settings
         self.profile_hash = profile_hash
         self.baseline = baseline

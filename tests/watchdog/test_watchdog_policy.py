@@ -399,3 +399,18 @@ def test_a_probe_queued_behind_busy_generations_that_finish_meanwhile_is_no_wedg
     port.answers.append(timeout())
     advance(runner, clock, 40)
     assert runner.verdict == "ok" and port.restarts == []
+
+
+def test_a_watchdog_restart_keeps_the_measured_baseline_but_a_switch_does_not(
+    port: FakePort, clock: Clock
+) -> None:
+    """A device still slow after a restart must not become its own baseline."""
+    runner = WatchdogRunner(port, clock=clock)
+    runner.arm(SETTINGS, "h", None, fresh=True)
+    port.answers.extend([ok("decode", 40.0)] * 3)
+    advance(runner, clock, 25)
+    assert runner.view()["baseline_tok_s"] == 40.0
+    runner.arm(SETTINGS, "h", None, fresh=False)  # the watchdog's own restart
+    assert runner.view()["baseline_tok_s"] == 40.0
+    runner.arm(SETTINGS, "h", None, fresh=True)  # an operator's switch: measure anew
+    assert runner.view()["baseline_tok_s"] is None
