@@ -26,8 +26,9 @@ from orchestrator.config import Paths
 from orchestrator.control import controller
 from orchestrator.control.frontdoor_client import FrontdoorClient
 from orchestrator.control.lock import SlotLock
+from orchestrator.control.publish import Publisher
 from orchestrator.control.state import StateStore
-from orchestrator.control.switch import Switcher, facts_line
+from orchestrator.control.switch import Report, Switcher, facts_line
 from orchestrator.errors import (
     BusyError,
     FrontdoorError,
@@ -75,11 +76,13 @@ def _switcher() -> Switcher:
         drain_s = float(drain)
     except ValueError:
         raise SlotError(f"MODEL_SLOT_DRAIN_TIMEOUT_S={drain!r}: expected seconds") from None
+    store, frontdoor = ProfileStore(paths.profiles_dir), FrontdoorClient.from_env()
+    Report.on_finish = Publisher(frontdoor, store, paths.state_dir)  # the operator page's board
     return Switcher(
-        ProfileStore(paths.profiles_dir),
+        store,
         Slot(SlotConfig.from_env(), client),
         state=StateStore(paths.state_dir),
-        frontdoor=FrontdoorClient.from_env(),
+        frontdoor=frontdoor,
         paths=paths,
         drain_timeout_s=drain_s,
     )

@@ -14,6 +14,7 @@ from fastapi import Depends, FastAPI, Header, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
+from . import dashboard
 from .core import Frontdoor
 from .errors import Refusal, error_body, unauthorized
 from .route import Route, now_iso
@@ -101,6 +102,7 @@ def build_admin_app(fd: Frontdoor) -> FastAPI:
         fd.set_paused(False)
         return _pause_result(fd)
 
+    dashboard.register_admin(app, fd)
     return app
 
 

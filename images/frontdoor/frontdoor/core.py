@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 from . import route as route_mod
 from .admission import Admission
+from .board import BoardKeeper
 from .metrics import Metrics
 from .route import Route
 from .settings import Settings
@@ -38,6 +39,8 @@ class Frontdoor:
         self.started_at = route_mod.now_iso()
         self.started_monotonic = time.monotonic()
         self.metrics = Metrics()
+        # What the orchestrator publishes for the operator's page (dashboard.py).
+        self.board = BoardKeeper(settings.state_dir / "board.json" if settings.state_dir else None)
         self.admission = Admission(
             route.limits.max_active_generations, route.limits.queue_timeout_s, route.switch_hold_s
         )
