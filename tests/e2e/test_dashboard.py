@@ -105,6 +105,13 @@ def test_page_loads_without_errors_and_shows_the_profile_serving(
 
 def test_page_follows_a_real_switch_without_a_reload(served: Stack, browser: Browser) -> None:
     page = browser.page
+    # A real bench ladder (docs/ladder, from `bench --json-out`) where the orchestrator looks
+    # for evidence; the board published after the switch carries it.
+    ladder = json.loads((DOCS / "ladder" / "cpu-smollm2-135m.json").read_text())
+    ladder["profile"] = {"name": "cpu-smollm2-135m"}
+    evidence = served.state_dir / "evidence"
+    evidence.mkdir(exist_ok=True)
+    (evidence / "bench-cpu-smollm2-135m.json").write_text(json.dumps(ladder))
     page.evaluate("window.__sameDocument = true")
     result: list[subprocess.CompletedProcess[str]] = []
     switch = threading.Thread(target=lambda: result.append(served.cli("switch", "cpu-tiny")))
@@ -119,6 +126,13 @@ def test_page_follows_a_real_switch_without_a_reload(served: Stack, browser: Bro
         switch.join(timeout=600)
     assert result and result[0].returncode == 0, result and result[0].stdout + result[0].stderr
     page.wait_for_selector("#switches tbody tr >> text=switched", timeout=30_000)
+    page.wait_for_selector("#profiles tbody tr svg.mini rect", timeout=30_000)  # the ladder
+    with served.openai() as client:
+        for _ in range(3):
+            client.completions.create(model="tiny-llama", prompt="a b c", max_tokens=4)
+    page.wait_for_function(
+        "() => document.querySelectorAll('#ttft rect').length >= 3", timeout=30_000
+    )
     assert page.evaluate("window.__sameDocument") is True, "the page reloaded"
     browser.shot("dashboard-switched.png")
     assert browser.errors == []
@@ -174,6 +188,7 @@ class Prometheus:
         config.write_text(
             shipped.replace("model-slot-host:8000", target).replace("15s", "1s"),
         )
+        self.log = (workdir / "prometheus.log").open("wb")
         self.process = subprocess.Popen(
             [
                 str(PROMETHEUS),
@@ -182,7 +197,7 @@ class Prometheus:
                 f"--web.listen-address=127.0.0.1:{self.port}",
             ],
             stdout=subprocess.DEVNULL,
-            stderr=(workdir / "prometheus.log").open("w"),
+            stderr=self.log,
         )
 
     def query(self, expr: str) -> list[dict[str, Any]]:
@@ -207,6 +222,7 @@ class Prometheus:
     def stop(self) -> None:
         self.process.terminate()
         self.process.wait(timeout=30)
+        self.log.close()
 
 
 @pytest.fixture(scope="module")

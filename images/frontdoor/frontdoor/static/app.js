@@ -25,9 +25,9 @@ function svg(tag, attrs) {
   return node;
 }
 
-function text(id, value) {
+function text(id, value, blank = "–") {
   const node = $(id);
-  const s = value === null || value === undefined || value === "" ? "–" : String(value);
+  const s = value === null || value === undefined || value === "" ? blank : String(value);
   if (node.textContent !== s) node.textContent = s;
 }
 
@@ -55,8 +55,8 @@ function renderRoute(s) {
   const state = $("route-state");
   state.dataset.state = r.state;
   text("route-state", r.paused ? `${r.state} (paused)` : r.state);
-  text("route-for", r.for_s === null ? "" : `for ${secs(r.for_s)}`);
-  text("route-reason", r.reason || "");
+  text("route-for", r.for_s === null ? "" : `for ${secs(r.for_s)}`, "");
+  text("route-reason", r.reason, "");
 }
 
 function renderProfile(s) {
@@ -210,7 +210,6 @@ function render(s) {
   text("footer", `frontdoor ${s.frontdoor.version}, up ${secs(s.frontdoor.uptime_s)}; board published ${when(s.board.published_at)}; updated ${when(s.now)}`);
 }
 
-let timer = null;
 async function poll() {
   try {
     const response = await fetch("/ui/api/state", { cache: "no-store" });
@@ -222,7 +221,7 @@ async function poll() {
     text("route-state", "unreachable");
     text("route-reason", `the frontdoor did not answer: ${err.message}`);
   } finally {
-    timer = setTimeout(poll, POLL_MS);
+    setTimeout(poll, POLL_MS);
   }
 }
 
