@@ -77,7 +77,8 @@ def _switcher() -> Switcher:
     except ValueError:
         raise SlotError(f"MODEL_SLOT_DRAIN_TIMEOUT_S={drain!r}: expected seconds") from None
     store, frontdoor = ProfileStore(paths.profiles_dir), FrontdoorClient.from_env()
-    Report.on_finish = Publisher(frontdoor, store, paths.state_dir)  # the operator page's board
+    publisher = Publisher(frontdoor, store, paths.state_dir)  # the operator page's board
+    Report.on_finish, Report.on_phase = publisher, publisher.phase
     return Switcher(
         store,
         Slot(SlotConfig.from_env(), client),

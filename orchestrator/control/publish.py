@@ -259,6 +259,16 @@ class Publisher:
             "evidence": evidence(self.state_dir / "evidence", records),
         }
 
+    def phase(self, action: str, profile: str | None, phase: str) -> None:
+        """Tell the page which phase the running operation is in (best effort, 2 s at most)."""
+        if self.frontdoor is None:
+            return
+        body = {"action": action, "profile": profile, "phase": phase, "started_at": now_iso()}
+        try:
+            self.frontdoor.put_phase(body)
+        except FrontdoorError as exc:
+            log.info("phase not published: %s", exc)
+
     def __call__(self, report: dict[str, Any]) -> None:
         try:
             records = self.history.add(switch_record(report))

@@ -80,6 +80,8 @@ class Report:
     #: Told every finished report (the operator page's board: control/publish.py, set up by
     #: cli/slot.py). Must not raise; a report that finishes twice is told twice.
     on_finish: ClassVar[Callable[[dict[str, Any]], None] | None] = None
+    #: Told each phase as it starts: (action, profile, phase). Must not raise or block long.
+    on_phase: ClassVar[Callable[[str, str | None, str], None] | None] = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -134,6 +136,8 @@ class Switcher:
         """Time one phase; the body may put a ``detail`` into the yielded dict."""
         record: dict[str, Any] = {"name": name}
         start = time.monotonic()
+        if Report.on_phase is not None:
+            Report.on_phase(report.action, report.profile, name)
         progress(
             {
                 "event": "phase",

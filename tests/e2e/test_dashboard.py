@@ -119,6 +119,12 @@ def test_page_follows_a_real_switch_without_a_reload(served: Stack, browser: Bro
     try:
         browser.wait_text("#route-state", "switching", 120)
         assert "cpu-tiny" in browser.text("#route-reason")
+        # The orchestrator reports each phase as it starts; the new model's `ready` is long.
+        page.wait_for_function(
+            "() => document.querySelector('#route-phase').textContent.startsWith('phase ready')",
+            timeout=300_000,
+        )
+        assert browser.text("#route-state") == "switching"
         browser.shot("dashboard-switching.png")
         browser.wait_text("#route-state", "serving", 420)
         browser.wait_text("#profile-name", "cpu-tiny", 30)

@@ -105,6 +105,15 @@ class Evidence(_Strict):
     soak: SoakSummary | None = None
 
 
+class LivePhase(_Strict):
+    """The phase a running slot operation has reached (``PUT /admin/board/phase``)."""
+
+    action: Short
+    profile: Short | None = None
+    phase: Short
+    started_at: Short
+
+
 class Board(_Strict):
     published_at: Short | None = None
     profiles: list[BoardProfile] = Field(default_factory=list, max_length=MAX_PROFILES)
@@ -127,6 +136,8 @@ class BoardKeeper:
         self.path = path
         self.board = Board()
         self.switch_outcomes: Counter[tuple[str, str]] = Counter()
+        #: The running operation's phase; not persisted, cleared when its board arrives.
+        self.live: LivePhase | None = None
         self._seen: set[str] = set()
         if path is not None:
             try:
@@ -147,6 +158,7 @@ class BoardKeeper:
         if len(self._seen) > 4 * MAX_SWITCHES:
             self._seen = {s.started_at for s in board.switches}
         self.board = board
+        self.live = None  # a board is published when an operation has finished
         if self.path is None:
             return None
         try:

@@ -25,7 +25,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.types import Send
 
 from . import __version__
-from .board import Board
+from .board import Board, LivePhase
 from .core import Frontdoor
 from .errors import error_body
 
@@ -118,6 +118,7 @@ def state(fd: Frontdoor) -> dict[str, Any]:
             "paused": fd.paused,
             "updated_at": route.updated_at,
             "for_s": _age_s(route.updated_at),
+            "phase": _phase(fd),
         },
         "profile": {k: _text(getattr(profile, k, None)) for k in _PROFILE_KEYS},
         "generations": {
@@ -155,6 +156,11 @@ def register_admin(app: FastAPI, fd: Frontdoor) -> None:
                 error_body(problem, "persist_error"), 500, media_type="application/json"
             )
         return JSONResponse({"switches": len(board.switches), "profiles": len(board.profiles)})
+
+    @app.put("/admin/board/phase")
+    async def put_phase(phase: LivePhase) -> LivePhase:
+        fd.board.live = phase
+        return phase
 
     @app.get("/admin/board")
     async def get_board() -> Board:
@@ -216,6 +222,19 @@ def metric_lines(fd: Frontdoor) -> list[str]:
 
 
 # ---- helpers ----------------------------------------------------------------------------
+def _phase(fd: Frontdoor) -> dict[str, Any] | None:
+    """The running operation's phase, while the route says it is switching."""
+    live = fd.board.live
+    if live is None or fd.route.state != "switching":
+        return None
+    return {
+        "name": live.phase,
+        "action": live.action,
+        "profile": live.profile,
+        "for_s": _age_s(live.started_at),
+    }
+
+
 def _number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 

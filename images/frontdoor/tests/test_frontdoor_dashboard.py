@@ -188,3 +188,30 @@ def test_metrics_carry_the_switch_phases_and_the_profile(
         if line.startswith("# TYPE"):
             name, kind = line.split()[2:4]
             assert kind != "counter" or name.endswith("_total"), line
+
+
+def test_the_running_phase_shows_only_while_switching_and_a_board_ends_it(
+    start_frontdoor: StartFrontdoor, upstream: FakeUpstream
+) -> None:
+    front = start_frontdoor(_serving(upstream))
+    phase = {
+        "action": "switch",
+        "profile": "cpu-tiny",
+        "phase": "ready",
+        "started_at": "2026-12-02T10:00:00+00:00",
+    }
+    assert front.admin("PUT", "/admin/board/phase", phase, token=None).status_code == 401
+    assert front.admin("PUT", "/admin/board/phase", {**phase, "x": 1}).status_code == 422
+    assert front.admin("PUT", "/admin/board/phase", phase).status_code == 200
+
+    def shown() -> Any:
+        return httpx.get(front.url + "/ui/api/state", timeout=5).json()["route"]["phase"]
+
+    assert shown() is None, "serving: no phase"
+    front.put_route(upstream=upstream.url, state="switching", reason="switching to cpu-tiny")
+    live = shown()
+    assert live["name"] == "ready"
+    assert live["profile"] == "cpu-tiny"
+    assert live["for_s"] > 0
+    assert front.admin("PUT", "/admin/board", BOARD).status_code == 200
+    assert shown() is None, "the finished operation's board clears the phase"

@@ -57,6 +57,9 @@ function renderRoute(s) {
   text("route-state", r.paused ? `${r.state} (paused)` : r.state);
   text("route-for", r.for_s === null ? "" : `for ${secs(r.for_s)}`, "");
   text("route-reason", r.reason, "");
+  const phase = $("route-phase");
+  phase.hidden = !r.phase;
+  text("route-phase", r.phase ? `phase ${r.phase.name}, ${secs(r.phase.for_s)}` : "", "");
 }
 
 function renderProfile(s) {
