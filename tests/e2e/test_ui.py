@@ -3,8 +3,9 @@
 A real headless Chromium (Debian's ``chromium``, driven by Playwright at /usr/bin/chromium)
 opens ``/ui/`` and watches a real switch happen without a reload; a real Prometheus (Debian's
 ``prometheus``) scrapes the frontdoor and answers PromQL, including every expression of the
-shipped Grafana dashboard. The stack is tests/e2e/test_stack.py's fixture (its own compose
-project for this module). The screenshots in docs/ are written by these tests.
+shipped Grafana dashboard. The stack is the package's one (tests/e2e/conftest.py): after
+test_stack.py when the whole package runs, alone otherwise, so these tests take whichever CPU
+profile serves and switch to the other. The screenshots in docs/ are written by these tests.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import httpx
 import pytest
 from playwright.sync_api import ConsoleMessage, Page, Playwright, sync_playwright
 
-from tests.e2e.test_stack import REPO, Stack, free_port, stack  # noqa: F401 (the fixture)
+from tests.e2e.stack import REPO, Stack, free_port
 from tests.support import wait_until
 
 pytestmark = [pytest.mark.docker, pytest.mark.vllm, pytest.mark.e2e]
@@ -33,6 +34,7 @@ DOCS = REPO / "docs"
 GRAFANA = REPO / "deploy" / "grafana" / "model-slot.json"
 # What `python -m orchestrator list --json` prints per profile, less its hash.
 LIST_COLUMNS = {"name", "title", "hf_id", "status", "modalities", "purpose", "extends"}
+CPU_PROFILES = ("cpu-smollm2-135m", "cpu-tiny")
 
 
 class Browser:
@@ -82,29 +84,46 @@ def browser() -> Iterator[Browser]:
 
 
 @pytest.fixture(scope="module")
-def served(stack: Stack) -> Stack:  # noqa: F811
+def served(stack: Stack) -> Stack:
     stack.compose("up", "-d")
-    stack.wait_serving("cpu-smollm2-135m")
+    wait_until(
+        lambda: stack.status()["model_slot"]["name"] in CPU_PROFILES and stack.status()["ok"],
+        420,
+        "the stack to serve a CPU profile",
+    )
     return stack
+
+
+def _serving(stack: Stack) -> str:
+    name: str = stack.status()["model_slot"]["name"]
+    return name
+
+
+def _model(stack: Stack) -> str:
+    with stack.openai() as client:
+        return client.models.list().data[0].id
 
 
 def test_page_loads_without_errors_and_shows_the_profile_serving(
     served: Stack, browser: Browser
 ) -> None:
+    status = served.status()
     browser.page.goto(f"{served.base_url}/ui/")
     browser.wait_text("#route-state", "serving", 30)
-    browser.wait_text("#profile-name", "cpu-smollm2-135m", 30)
-    # The board (profiles, the boot in the history) came from the orchestrator.
-    browser.page.wait_for_selector("#profiles tbody tr >> text=cpu-tiny", timeout=30_000)
-    browser.page.wait_for_selector("#switches tbody tr >> text=started", timeout=30_000)
-    assert browser.text("#profile-hf") == "HuggingFaceTB/SmolLM2-135M-Instruct"
-    assert browser.text("#gen-cap") == "4"
+    browser.wait_text("#profile-name", status["model_slot"]["name"], 30)
+    # The board (the profiles, the boot or switch that got here) came from the orchestrator.
+    for name in CPU_PROFILES:
+        browser.page.wait_for_selector(f"#profiles tbody tr >> text={name}", timeout=30_000)
+    browser.page.wait_for_selector("#switches tbody td.ok", timeout=30_000)
+    assert browser.text("#profile-hf") == (status["model_slot"]["hf_id"] or "–")
+    assert browser.text("#gen-cap") == str(status["frontdoor"]["max_active_generations"])
     browser.shot("dashboard-serving.png")
     assert browser.errors == []
 
 
 def test_page_follows_a_real_switch_without_a_reload(served: Stack, browser: Browser) -> None:
     page = browser.page
+    target = next(name for name in CPU_PROFILES if name != _serving(served))
     # A real bench ladder (docs/ladder, from `bench --json-out`) where the orchestrator looks
     # for evidence; the board published after the switch carries it.
     ladder = json.loads((DOCS / "ladder" / "cpu-smollm2-135m.json").read_text())
@@ -114,11 +133,11 @@ def test_page_follows_a_real_switch_without_a_reload(served: Stack, browser: Bro
     (evidence / "bench-cpu-smollm2-135m.json").write_text(json.dumps(ladder))
     page.evaluate("window.__sameDocument = true")
     result: list[subprocess.CompletedProcess[str]] = []
-    switch = threading.Thread(target=lambda: result.append(served.cli("switch", "cpu-tiny")))
+    switch = threading.Thread(target=lambda: result.append(served.cli("switch", target)))
     switch.start()
     try:
         browser.wait_text("#route-state", "switching", 120)
-        assert "cpu-tiny" in browser.text("#route-reason")
+        assert target in browser.text("#route-reason")
         # The orchestrator reports each phase as it starts; the new model's `ready` is long.
         page.wait_for_function(
             "() => document.querySelector('#route-phase').textContent.startsWith('phase ready')",
@@ -127,15 +146,16 @@ def test_page_follows_a_real_switch_without_a_reload(served: Stack, browser: Bro
         assert browser.text("#route-state") == "switching"
         browser.shot("dashboard-switching.png")
         browser.wait_text("#route-state", "serving", 420)
-        browser.wait_text("#profile-name", "cpu-tiny", 30)
+        browser.wait_text("#profile-name", target, 30)
     finally:
         switch.join(timeout=600)
     assert result and result[0].returncode == 0, result and result[0].stdout + result[0].stderr
     page.wait_for_selector("#switches tbody tr >> text=switched", timeout=30_000)
     page.wait_for_selector("#profiles tbody tr svg.mini rect", timeout=30_000)  # the ladder
+    model = _model(served)
     with served.openai() as client:
         for _ in range(3):
-            client.completions.create(model="tiny-llama", prompt="a b c", max_tokens=4)
+            client.completions.create(model=model, prompt="a b c", max_tokens=4)
     page.wait_for_function(
         "() => document.querySelectorAll('#ttft rect').length >= 3", timeout=30_000
     )
@@ -265,9 +285,10 @@ def test_prometheus_scrapes_the_stack_and_counts_generations(
     )
     before = prometheus.value("frontdoor_generations_total")
     assert before is not None
+    model = _model(served)
     with served.openai() as client:
         for _ in range(3):
-            client.completions.create(model="tiny-llama", prompt="a b c", max_tokens=4)
+            client.completions.create(model=model, prompt="a b c", max_tokens=4)
     wait_until(
         lambda: (prometheus.value("frontdoor_generations_total") or 0) >= before + 3,
         30,
