@@ -511,7 +511,7 @@ def cmd_gate(args: argparse.Namespace) -> int:
     else:
         print(render(report))
         print(f"report: {path}")
-    if args.promote:
+    if args.promote and not args.json:  # with --json, the report's "promoted" says it
         if passed:
             print(f"promoted: {report['promoted']}")
         else:
