@@ -86,11 +86,17 @@ def browser() -> Iterator[Browser]:
 @pytest.fixture(scope="module")
 def served(stack: Stack) -> Stack:
     stack.compose("up", "-d")
-    wait_until(
-        lambda: stack.status()["model_slot"]["name"] in CPU_PROFILES and stack.status()["ok"],
-        420,
-        "the stack to serve a CPU profile",
-    )
+
+    def serving() -> bool:
+        status = stack.status()
+        return bool(status["ok"]) and status["model_slot"]["name"] in CPU_PROFILES
+
+    try:
+        # A vLLM CPU start is ~40 s on an idle 2-core machine and minutes on a busy one.
+        wait_until(serving, 900, "the stack to serve a CPU profile")
+    except AssertionError as exc:
+        logs = stack.compose("logs", "--tail", "40", "orchestrator").stdout
+        raise AssertionError(f"{exc}\norchestrator log:\n{logs}") from None
     return stack
 
 
