@@ -47,7 +47,12 @@ class PublicApp:
             adm = fd.admission
             body = (
                 fd.metrics.render(
-                    active=adm.active, queued=adm.queued, cap=adm.cap, state=fd.route.state
+                    active=adm.active,
+                    queued=adm.queued,
+                    cap=adm.cap,
+                    state=fd.route.state,
+                    queued_bytes=adm.queued_bytes,
+                    relays=fd.relays.active,
                 )
                 + ("\n".join(dashboard.metric_lines(fd)) + "\n").encode()
             )
