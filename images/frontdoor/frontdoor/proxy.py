@@ -28,7 +28,7 @@ from . import errors, events, rewrite
 from .core import Frontdoor
 from .errors import Refusal
 from .settings import Settings
-from .upstream import Response, UpstreamError, UpstreamTimeout
+from .upstream import ConnectFailed, Response, UpstreamError, UpstreamTimeout
 
 # Deny by default (DESIGN invariant 6): every POST that reaches the model counts against the cap
 # unless it is on this short list of routes vLLM answers without running the model (tokenizer
@@ -318,9 +318,12 @@ async def _forward(
     except UpstreamTimeout as exc:
         fd.metrics.upstream_errors["timeout"] += 1
         raise errors.backend_timeout(f"the model server did not answer in time: {exc}") from None
-    except UpstreamError as exc:
+    except ConnectFailed as exc:
         fd.metrics.upstream_errors["connect"] += 1
         raise errors.backend_error(f"could not reach the model server: {exc}") from None
+    except UpstreamError as exc:  # closed before answering, or answered with garbage
+        fd.metrics.upstream_errors["broken"] += 1
+        raise errors.backend_error(f"the model server broke the exchange: {exc}") from None
     try:
         await _relay_response(fd, send, ex, response)
     finally:
@@ -341,15 +344,16 @@ async def _relay_response(fd: Frontdoor, send: Send, ex: Exchange, response: Res
     ex.status = response.status
     await send({"type": "http.response.start", "status": response.status, "headers": headers})
     keep_tail = ex.generation and fd.route.limits.log_events
-    first = True
+    read = response.read
     try:
-        async for chunk in response.chunks():
-            if first:
-                ex.ttft = time.monotonic() - ex.start
-                first = False
+        chunk = await read()
+        if chunk:
+            ex.ttft = time.monotonic() - ex.start
+        while chunk:
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
             if keep_tail:
                 ex.tail.add(chunk)
+            chunk = await read()
     except UpstreamError as exc:
         # The upstream broke mid-response; the status line is gone, so say it in-band.
         kind = "timeout" if isinstance(exc, UpstreamTimeout) else "broken"
