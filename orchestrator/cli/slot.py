@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 
 from orchestrator import output
+from orchestrator.cli import watchdog_status
 from orchestrator.config import Paths
 from orchestrator.control import controller, writer
 from orchestrator.control.switch import facts_line
@@ -185,6 +186,8 @@ def collect_status() -> dict[str, Any]:
     except ModelSlotError as exc:
         answer = {"error": str(exc)}
     status["controller"] = answer if answer is not None else "not running"
+    running = isinstance(answer, dict) and bool(answer.get("controller"))
+    status["watchdog"] = watchdog_status.collect(paths.state_dir, running)
     last = state.last_switch
     if last:
         status["last_switch"] = {
@@ -256,6 +259,8 @@ def cmd_status(args: argparse.Namespace) -> int:
             else str(ctl)
         )
     )
+    for line in watchdog_status.render(status["watchdog"]):
+        print(line)
     last = status["last_switch"]
     if last:
         print(

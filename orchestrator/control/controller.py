@@ -37,6 +37,7 @@ from typing import Any
 
 from orchestrator.control.lock import SlotLock
 from orchestrator.control.switch import Switcher
+from orchestrator.control.watchdog_hook import FAULT, RESTART, WatchdogHook
 from orchestrator.errors import (
     ControlError,
     ModelSlotError,
@@ -103,6 +104,12 @@ class Controller:
         self._ready_at: float | None = None
         self._stopping = threading.Event()
         self.ready = threading.Event()  # set once reconciled and listening (tests wait on it)
+        # The watchdog's thread probes; its restarts and faults come back here as commands.
+        self.watchdog = WatchdogHook(
+            self.state_dir,
+            switcher.frontdoor,
+            lambda op, args: self.commands.put(Command(op, args)),
+        )
 
     # ---- life ----------------------------------------------------------------------------
     @classmethod
@@ -118,10 +125,13 @@ class Controller:
             self._listen()
             self._watch_events()
             self._reconcile()
+            self._sync_watchdog()
+            self.watchdog.start()
             self.ready.set()
             self._loop()
             self._leave()
         finally:
+            self.watchdog.stop()
             self._close()
             self.lock.release()
 
@@ -178,6 +188,7 @@ class Controller:
                 if self._restart_at is not None and time.monotonic() >= self._restart_at:
                     self._restart_at = None
                     self._restart()
+                    self._sync_watchdog()
                 elif self.switcher.route_pending and self.switcher.resend_route():
                     log.info("route re-sent to the frontdoor")
                 continue
@@ -188,16 +199,74 @@ class Controller:
             except Exception as exc:  # the worker must survive anything one command does
                 log.exception("command %s failed", command.op)
                 command.send({"event": "result", "ok": False, "error": f"{exc!r}"})
+            self._sync_watchdog()
 
     def _handle(self, command: Command) -> None:
         if command.op == "switch":
             self._restart_at = None
+            self.watchdog.unwatch("an operator's switch")
             self._op_switch(command)
         elif command.op == "stop":
             self._restart_at = None
+            self.watchdog.unwatch("an operator's stop")
             self._op_stop(command)
         elif command.op == "die":
             self._on_die(command.args)
+        elif command.op == RESTART:
+            self._watchdog_restart(command.args)
+        elif command.op == FAULT:
+            self._watchdog_fault(command.args)
+
+    # ---- the watchdog (orchestrator/control/watchdog*.py) ----------------------------------
+    def _sync_watchdog(self) -> None:
+        """Watch the container exactly while it serves the committed profile."""
+        state = self.switcher.state.load()
+        info = self.slot.current()
+        serving = (
+            state.current
+            and not state.fault
+            and not state.stopped
+            and self._restart_at is None
+            and info is not None
+            and info.status == "running"
+            and info.id == state.container_id
+        )
+        if not serving or info is None:
+            self.watchdog.unwatch("no model serving")
+            return
+        if self.watchdog.watching(info.id):
+            return
+        profile = self._load(state.current)
+        if profile is None:
+            self.watchdog.unwatch("profile not loadable")
+            return
+        self.watchdog.watch(profile, self.slot.probe_url(profile, info), info.id)
+
+    def _watchdog_restart(self, args: dict[str, Any]) -> None:
+        if not self.watchdog.is_current(args):
+            log.info("watchdog restart for a container no longer served: dropped")
+            return
+        profile = self._load(self.switcher.state.load().current)
+        if profile is None:
+            return
+        reason = f"watchdog: {args.get('reason')}; restarting {profile.name}"
+        self.watchdog.unwatch("watchdog restart")
+        self.watchdog.restarting(profile.hash)
+        # Route down first: new and held requests get 503 + Retry-After at once, and the stop
+        # closes the active ones' upstream connections (the frontdoor answers them in-band).
+        self.switcher.mark("down", reason, profile)
+        self._start(profile, "watchdog-restart")
+
+    def _watchdog_fault(self, args: dict[str, Any]) -> None:
+        if not self.watchdog.is_current(args):
+            return
+        state = self.switcher.state.load()
+        reason = f"watchdog: {args.get('reason')}"
+        log.error("%s; not restarting until an operator switches", reason)
+        self.switcher.mark("faulted", reason, self._load(state.current))
+        state.fault = reason
+        self.switcher.state.save(state)
+        self._restart_at = None
 
     # ---- reconcile -----------------------------------------------------------------------
     def _reconcile(self) -> None:

@@ -129,3 +129,11 @@ class FrontdoorClient:
 
     def resume(self) -> dict[str, Any]:
         return self._call("POST", "/admin/resume")
+
+    def liveness(self) -> dict[str, Any]:
+        """``GET /admin/liveness``: tokens relayed and the oldest active generation's silence."""
+        return self._call("GET", "/admin/liveness", timeout=5)
+
+    def put_watchdog(self, report: dict[str, Any]) -> dict[str, Any]:
+        """``PUT /admin/watchdog``: the watchdog's view and device telemetry, for display."""
+        return self._call("PUT", "/admin/watchdog", report, timeout=5)

@@ -6,7 +6,7 @@ import json
 
 from starlette.types import Receive, Scope, Send
 
-from . import dashboard
+from . import dashboard, watchdog_report
 from .core import Frontdoor
 from .proxy import relay
 from .status import status
@@ -55,6 +55,7 @@ class PublicApp:
                     relays=fd.relays.active,
                 )
                 + ("\n".join(dashboard.metric_lines(fd)) + "\n").encode()
+                + watchdog_report.render_bytes(fd.watchdog)
             )
             ctype = b"text/plain; version=0.0.4; charset=utf-8"
         else:

@@ -87,9 +87,9 @@ class ClientGone(Exception):
     """The client disconnected; nobody is left to answer."""
 
 
-@dataclass
+@dataclass(eq=False)  # identity: the liveness set holds it
 class Exchange:
-    """What one request did, for metrics and the event log."""
+    """What one request did, for metrics, the event log and liveness."""
 
     path: str
     generation: bool
@@ -102,12 +102,15 @@ class Exchange:
     client_gone: bool = False
     done: bool = False
     admitted: bool = False
+    admitted_at: float = 0.0  # liveness.py sets it when the generation is admitted
+    last_relay: float = 0.0  # monotonic time body bytes were last relayed (liveness.py)
     tail: events.Tail = field(default_factory=events.Tail)
 
     def release(self, fd: Frontdoor) -> None:
         """Give the generation slot back, once."""
         if self.admitted:
             self.admitted = False
+            fd.liveness.end(self)
             fd.admission.release(time.monotonic() - self.start)
 
 
@@ -137,6 +140,7 @@ async def relay(fd: Frontdoor, scope: Scope, receive: Receive, send: Send) -> No
             watch()
             ex.queue_wait = await fd.admission.acquire(len(whole))
             ex.admitted = True
+            fd.liveness.begin(ex)
             if ex.client_gone:  # granted in the very turn the client left
                 raise ClientGone
             ex.queued = ex.queue_wait > 0
@@ -351,6 +355,7 @@ async def _relay_response(fd: Frontdoor, send: Send, ex: Exchange, response: Res
             ex.ttft = time.monotonic() - ex.start
         while chunk:
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            ex.last_relay = time.monotonic()  # the watchdog's proof of life: one store
             if keep_tail:
                 ex.tail.add(chunk)
             chunk = await read()
