@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from orchestrator import output
 from orchestrator.cli import admin_token, demo
 from orchestrator.cli import evidence as evidence_cli
+from orchestrator.cli import evidence_store as evidence_store_cli
 from orchestrator.cli import slot as slot_cli
 from orchestrator.cli import tune as tune_cli
 from orchestrator.config import Paths
@@ -144,6 +145,7 @@ def _register_extensions(commands: argparse._SubParsersAction[argparse.ArgumentP
     slot_cli.register(commands)
     evidence_cli.register(commands)
     tune_cli.register(commands)
+    evidence_store_cli.register(commands)
     images_cli.register(commands)
     demo.register(commands)
     admin_token.register(commands)

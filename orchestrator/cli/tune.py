@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime as dt
 import sys
 from pathlib import Path
 from typing import Any
@@ -25,24 +24,16 @@ from orchestrator.evidence.bench.progress import Progress
 from orchestrator.evidence.bench.report import summaries_of
 from orchestrator.evidence.bench.workload import Shape
 from orchestrator.evidence.gate import active_profile
+from orchestrator.evidence.record import record
 from orchestrator.evidence.tune import concurrency, context, derived
 from orchestrator.evidence.tune.knee import DEFAULT_MIN_GAIN, Slo, ladder
-from orchestrator.profiles.store import Profile, ProfileStore
+from orchestrator.profiles.store import ProfileStore
 from orchestrator.slot.docker_slot import Slot, SlotConfig
 
 
 def _store(args: argparse.Namespace) -> ProfileStore:
     directory = getattr(args, "profiles_dir", None)
     return ProfileStore(Path(directory) if directory else Paths.from_env().profiles_dir)
-
-
-def _stamp() -> str:
-    return dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-
-
-def _evidence_path(kind: str, profile: Profile) -> Path:
-    directory = Paths.from_env().state_dir / "evidence"
-    return directory / f"{kind}-{profile.name}-{profile.hash[:12]}-{_stamp()}.json"
 
 
 # ---- tune concurrency ---------------------------------------------------------------------
@@ -100,8 +91,9 @@ def cmd_concurrency(args: argparse.Namespace) -> int:
         written = derived.write(store.path(name), profile.name, keys, comment)
         store.load(name)  # it must validate, or it is no use to anyone
         tune["written"] = str(written)
-    path = Path(args.json_out) if args.json_out else _evidence_path("tune-concurrency", profile)
-    output.write_json(path, document)
+    path = record(document, base_url=args.base_url, profile=profile)
+    if args.json_out:
+        output.write_json(Path(args.json_out), document)
     if args.html:
         from orchestrator.evidence import html_report  # noqa: PLC0415
 
@@ -264,8 +256,10 @@ def cmd_context(args: argparse.Namespace) -> int:
     for name in written:
         if winner is None or name != winner.profile:
             store.path(name).unlink(missing_ok=True)
-    out = Path(args.json_out) if args.json_out else _evidence_path("tune-context", source)
-    output.write_json(out, document)
+    document["profile"] = {"name": source.name, "hash": source.hash}
+    out = record(document, base_url=None, profile=source)
+    if args.json_out:
+        output.write_json(Path(args.json_out), document)
     if args.html:
         from orchestrator.evidence import html_report  # noqa: PLC0415
 

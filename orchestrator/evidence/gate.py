@@ -12,7 +12,10 @@ The profile must already be the one being served (``/status`` names it, or, stra
     6 concurrency  c2 and c4 throughput and latency
     7 canary       the canaries pass
 
-The report is saved as ``$MODEL_SLOT_STATE_DIR/evidence/gate-<profile>-<hash12>-<time>.json``.
+The report is kept in the evidence store (``evidence/<profile>/<hash12>/<time>-gate.json``)
+with the fingerprint of what produced it; ``--promote`` refuses when that fingerprint or the
+profile hash is not what the profile is now, and ``--promote --evidence ID`` promotes on a
+stored run instead of a new one.
 ``--promote`` then sets ``MODEL_SLOT_STATUS=production`` in the profile's own file, only when
 every step passed (skipped steps count as passed: they do not apply to the profile), and
 prints the line it changed. Nothing else in the file is touched.
@@ -35,11 +38,12 @@ import httpx
 from orchestrator import output
 from orchestrator.config import Paths
 from orchestrator.errors import ModelSlotError
-from orchestrator.evidence import canary
+from orchestrator.evidence import canary, fingerprint, promotion
 from orchestrator.evidence.bench.cli import BenchConfig, add_base_url, run_bench
 from orchestrator.evidence.bench.progress import Progress
 from orchestrator.evidence.bench.runner import server_info
 from orchestrator.evidence.bench.workload import Shape
+from orchestrator.evidence.store import EvidenceStore
 from orchestrator.profiles.store import Profile, ProfileStore
 
 KIND = "model-slot-gate"
@@ -402,6 +406,25 @@ def promote(store: ProfileStore, profile: Profile) -> str:
     return f"{path}: {change}"
 
 
+def promote_from_evidence(args: argparse.Namespace, store: ProfileStore, profile: Profile) -> int:
+    """``gate PROFILE --promote --evidence ID``: promote on a stored, passing gate result of
+    this very profile hash and image; refuse (exit 1) saying why otherwise."""
+    if not args.promote:
+        raise ModelSlotError("--evidence is for --promote: promote on a stored gate result")
+    state_dir = Path(args.state_dir) if args.state_dir else Paths.from_env().state_dir
+    entry = EvidenceStore(state_dir).find(args.evidence)
+    if entry.document.get("kind") != KIND:
+        raise ModelSlotError(f"{entry.id} is a {entry.kind} result; --evidence needs a gate result")
+    refused = promotion.refusals(profile, entry.document, fingerprint.image_id(profile.image))
+    if not entry.document.get("passed"):
+        refused.insert(0, "that gate run did not pass")
+    if refused:
+        output.error(f"not promoted on {entry.id}: " + "; ".join(refused))
+        return 1
+    print(f"promoted on {entry.id}: {promote(store, profile)}")
+    return 0
+
+
 # ---- the command --------------------------------------------------------------------------
 
 
@@ -449,6 +472,8 @@ def cmd_gate(args: argparse.Namespace) -> int:
     paths = Paths.from_env()
     store = ProfileStore(Path(args.profiles_dir) if args.profiles_dir else paths.profiles_dir)
     profile = store.load(args.profile)
+    if args.evidence:
+        return promote_from_evidence(args, store, profile)
     progress = Progress("gate", quiet=args.quiet)
     active, why = asyncio.run(active_profile(args.base_url, profile))
     if not active:
@@ -499,19 +524,23 @@ def cmd_gate(args: argparse.Namespace) -> int:
         "promoted": None,
     }
     state_dir = Path(args.state_dir) if args.state_dir else paths.state_dir
-    evidence = state_dir / "evidence"
-    evidence.mkdir(parents=True, exist_ok=True)
-    stamp = started.strftime("%Y%m%dT%H%M%SZ")
-    path = evidence / f"gate-{profile.name}-{profile.hash[:12]}-{stamp}.json"
-    if args.promote and passed:
+    report["fingerprint"] = fingerprint.from_slot(profile, args.base_url)
+    refused = promotion.refusals(profile, report, fingerprint.image_id(profile.image))
+    if args.promote and passed and not refused:
         report["promoted"] = promote(store, profile)
-    output.write_json(path, report)
+    report["refused"] = refused if args.promote and passed else []
+    path = EvidenceStore(state_dir).save(
+        report, profile=profile.name, profile_hash=profile.hash, fingerprint=report["fingerprint"]
+    )
     if args.json:
         output.print_json(report)
     else:
         print(render(report))
         print(f"report: {path}")
     if args.promote:
+        if report["refused"]:
+            print(f"not promoted: {'; '.join(report['refused'])}")
+            return 1
         if passed:
             print(f"promoted: {report['promoted']}")
         else:
@@ -529,6 +558,12 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     add_base_url(p)
     p.add_argument("--switch", action="store_true", help="switch to PROFILE first if needed")
     p.add_argument("--promote", action="store_true", help="set status production if all pass")
+    p.add_argument(
+        "--evidence",
+        metavar="ID",
+        help="with --promote: promote on a stored gate result (`evidence` lists ids) instead "
+        "of running the gate; refused if it came from another profile hash or image",
+    )
     p.add_argument("--decode-prompt-tokens", type=int, default=128)
     p.add_argument("--decode-tokens", type=int, default=256, help="steps 4 and 6")
     p.add_argument(

@@ -6,9 +6,10 @@ import math
 
 import pytest
 
+from orchestrator.errors import ModelSlotError
 from orchestrator.evidence.bench.client import RequestRecord
 from orchestrator.evidence.bench.metrics import LevelSummary, Stats
-from orchestrator.evidence.tune.context import Row, Search
+from orchestrator.evidence.tune.context import Row, Search, Started, row_of, run_search
 from orchestrator.evidence.tune.knee import Slo, find_knee, gain_per_doubling, goodput, ladder
 
 
@@ -168,3 +169,70 @@ def test_nothing_fits_ends_the_search() -> None:
     run(search, kv_blocks=50, block=16)
     assert search.winner is None
     assert "nothing fits" in (search.done_reason() or "")
+
+
+# ---- the search's driver: restore, also when interrupted ------------------------------------
+class FakeDriver:
+    """A slot that serves one profile at a time; ``interrupt_at`` raises Ctrl-C in a start."""
+
+    def __init__(self, current: str | None, interrupt_at: int | None = None) -> None:
+        self.serving = current
+        self.switches: list[str] = []
+        self.interrupt_at = interrupt_at
+
+    def current(self) -> str | None:
+        return self.serving
+
+    def switch(self, name: str) -> Started:
+        self.switches.append(name)
+        if self.interrupt_at is not None and len(self.switches) == self.interrupt_at:
+            self.serving = None  # stopped, then interrupted while the new one starts
+            raise KeyboardInterrupt
+        self.serving = name
+        if "ctx" not in name:
+            return Started(True, {})
+        _, conc = facts_for(364, 128, 8, int(name.rsplit("ctx", 1)[1]))
+        return Started(True, {"kv_cache_tokens": 46592, "max_concurrency": conc})
+
+    def stop(self) -> None:
+        self.serving = None
+
+    def verify(self, name: str | None) -> str | None:
+        return None if self.serving == name else f"serving {self.serving}"
+
+
+def test_the_search_ends_back_on_the_previous_profile() -> None:
+    driver = FakeDriver("cpu-tiny")
+    search = Search(sequences=8, first=2048, step=128)
+    outcome = run_search(search, driver, lambda n: f"p-ctx{n}", lambda _: None)
+    assert driver.switches == ["p-ctx2048", "p-ctx5760", "p-ctx5888", "cpu-tiny"]
+    assert outcome.winner is not None and outcome.winner.max_model_len == 5760
+    assert outcome.winner.outcome == "selected"
+    assert outcome.restored == "back on cpu-tiny, verified"
+    assert driver.serving == "cpu-tiny"
+
+
+def test_an_interrupted_search_restores_and_says_so() -> None:
+    driver = FakeDriver("cpu-tiny", interrupt_at=2)
+    outcome = run_search(Search(sequences=8, first=2048), driver, lambda n: f"p-ctx{n}", print)
+    assert outcome.interrupted
+    assert outcome.why_stopped == "interrupted after 1 starts"
+    assert driver.switches[-1] == "cpu-tiny" and driver.serving == "cpu-tiny"
+    assert [r.max_model_len for r in outcome.rows] == [2048]
+
+
+def test_a_failed_restore_is_an_error_not_a_silent_success() -> None:
+    class Stuck(FakeDriver):
+        def verify(self, name: str | None) -> str | None:
+            return "the container runs something else"
+
+    with pytest.raises(ModelSlotError, match="not back on cpu-tiny"):
+        run_search(Search(sequences=8, first=2048), Stuck("cpu-tiny"), "p-ctx{}".format, print)
+
+
+def test_a_failed_start_is_a_row_with_vllms_reason() -> None:
+    tail = "INFO loading\nValueError: max_model_len 99999 is larger than the model allows\n"
+    started = Started(False, {}, "switch failed; cpu-tiny restored", {"log_tail": tail})
+    row = row_of(Search(sequences=2, first=512), 99999, "p", started)
+    assert row.outcome == "failed"
+    assert row.reason == "ValueError: max_model_len 99999 is larger than the model allows"

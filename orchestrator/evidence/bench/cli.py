@@ -159,8 +159,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
         timeout_s=args.timeout_s,
     )
     document = asyncio.run(run_bench(config, Progress("bench", quiet=args.quiet)))
+    kept = _keep(document, config.base_url)
     if args.json_out:
         output.write_json(Path(args.json_out), document)
+    if args.html:
+        from orchestrator.evidence import html_report  # noqa: PLC0415
+
+        html_report.write(Path(args.html), document)
     if args.plot:
         report.plot(document, Path(args.plot))
     if args.json:
@@ -181,9 +186,23 @@ def cmd_bench(args: argparse.Namespace) -> int:
             )
         if args.json_out:
             print(f"saved {args.json_out}" + (f" and {args.plot}" if args.plot else ""))
+        if args.html:
+            print(f"report: {args.html}")
+        if kept:
+            print(f"evidence: {kept}")
     failed = sum(level["summary"]["failed"] for level in document["levels"])
     failed += sum(not probe["passed"] for probe in document["probes"])
     return 1 if failed else 0
+
+
+def _keep(document: dict[str, Any], base_url: str) -> Path | None:
+    """Into the evidence store, with its fingerprint. Inside a model container (the fidelity
+    runs copy only the bench package there) there is no store: nothing is kept."""
+    try:
+        from orchestrator.evidence.record import record  # noqa: PLC0415 (docker SDK)
+    except ImportError:
+        return None
+    return record(document, base_url=base_url)
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -225,6 +244,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     p.add_argument("--timeout-s", type=float, default=600.0, help="per request")
     p.add_argument("--json-out", help="write the JSON result here")
     p.add_argument("--plot", help="write a PNG plot of the ladder here")
+    p.add_argument("--html", help="write a self-contained HTML report (tables, charts) here")
     p.add_argument("--json", action="store_true", help="print the JSON result")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     p.set_defaults(func=cmd_bench)
