@@ -37,6 +37,7 @@ from orchestrator.errors import ModelSlotError
 from orchestrator.evidence.bench.cli import add_base_url
 from orchestrator.evidence.bench.progress import Progress
 from orchestrator.evidence.bench.runner import no_model, server_info
+from orchestrator.evidence.record import record
 
 KIND = "model-slot-canary"
 SEED = 1234
@@ -198,6 +199,20 @@ def load_baseline(path: Path) -> dict[str, Any]:
     return document
 
 
+def baseline_origin(baseline: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Which profile, hash and image a baseline came from (kept in the evidence store)."""
+    if baseline is None:
+        return None
+    meta = baseline.get("evidence") or {}
+    image = (baseline.get("fingerprint") or {}).get("image") or {}
+    return {
+        "profile": meta.get("profile") or (baseline.get("profile") or {}).get("name"),
+        "hash": meta.get("hash"),
+        "image_id": image.get("id"),
+        "evidence_id": meta.get("id"),
+    }
+
+
 @dataclass
 class CanaryConfig:
     base_url: str
@@ -264,6 +279,7 @@ async def run_canary(config: CanaryConfig, progress: Progress) -> dict[str, Any]
         "repeat": config.repeat,
         "skipped": dict.fromkeys(skipped, "not an image profile"),
         "baseline_model": (config.baseline or {}).get("model"),
+        "baseline_of": baseline_origin(config.baseline),
         "hashes": dict(first),
         "results": [asdict(result) for result in results],
         "failures": failures,
@@ -298,6 +314,12 @@ def render(document: dict[str, Any]) -> str:
             f"note: the baseline is from model {document['baseline_model']}, "
             f"not {document['model']}"
         )
+    origin = document.get("baseline_of") or {}
+    if origin.get("profile"):
+        lines.append(
+            f"baseline of profile {origin['profile']} (hash {str(origin.get('hash'))[:12]}, "
+            f"image {str(origin.get('image_id') or '-').removeprefix('sha256:')[:12]})"
+        )
     lines += [f"FAIL {problem}" for problem in document["failures"]]
     lines.append("PASS" if document["passed"] else f"FAILED ({len(document['failures'])} problems)")
     return "\n".join(lines)
@@ -316,6 +338,7 @@ def cmd_canary(args: argparse.Namespace) -> int:
     if args.repeat < 1:
         raise ModelSlotError("--repeat must be at least 1")
     document = asyncio.run(run_canary(config, Progress("canary", quiet=args.quiet)))
+    kept = record(document, base_url=args.base_url)  # a saved baseline carries its fingerprint
     if args.save_baseline:
         if not all(r["success"] for r in document["results"]):
             output.error("not saving a baseline from a run with failed requests")
@@ -329,6 +352,7 @@ def cmd_canary(args: argparse.Namespace) -> int:
         print(render(document))
         if args.save_baseline:
             print(f"baseline saved to {args.save_baseline}")
+        print(f"evidence: {kept}")
     return 0 if document["passed"] else 1
 
 
