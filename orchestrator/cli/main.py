@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from orchestrator import output
-from orchestrator.cli import admin_token, demo
+from orchestrator.cli import admin_token, demo, profile_view
 from orchestrator.cli import evidence as evidence_cli
 from orchestrator.cli import evidence_store as evidence_store_cli
 from orchestrator.cli import slot as slot_cli
@@ -28,7 +28,7 @@ def _store() -> ProfileStore:
     return ProfileStore(Paths.from_env().profiles_dir)
 
 
-def _summary(profile: Profile) -> dict[str, str]:
+def _summary(profile: Profile) -> dict[str, str | bool]:
     return {
         "name": profile.name,
         "title": profile.title,
@@ -36,6 +36,7 @@ def _summary(profile: Profile) -> dict[str, str]:
         "status": profile.status,
         "modalities": profile.modalities,
         "purpose": profile.purpose,
+        "gate_image_step": profile.supports_images,
         "extends": profile.chain[1] if len(profile.chain) > 1 else "",
         "hash": profile.hash,
     }
@@ -47,8 +48,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     if args.json:
         output.print_json([_summary(profile) for profile in profiles])
     else:
-        rows = [(p.name, p.status, p.modalities, p.title) for p in profiles]
-        print(output.table(("NAME", "STATUS", "MODALITIES", "TITLE"), rows))
+        print(profile_view.list_table(profiles, wide=args.wide))
     for exc in errors:
         output.error(str(exc))
     if not profiles and not errors:
@@ -78,6 +78,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     if len(profile.chain) > 1:
         print(f"  extends: {' -> '.join(profile.chain[1:])}")
     print(f"  hash:    {profile.hash[:16]}")
+    print("\n".join(profile_view.identity_lines(profile)))
     print()
     rows = [(key, value, profile.origin.get(key, "")) for key, value in sorted(profile.env.items())]
     print(output.table(("KEY", "VALUE", "FROM"), rows))
@@ -122,6 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("list", help="the profile table")
     p.add_argument("--json", action="store_true", help="one JSON object per profile")
+    p.add_argument("--wide", action="store_true", help="the lab's columns, with each purpose")
     p.set_defaults(func=cmd_list)
 
     p = commands.add_parser("show", help="a resolved profile and its vLLM argv")

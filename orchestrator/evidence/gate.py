@@ -537,10 +537,11 @@ def cmd_gate(args: argparse.Namespace) -> int:
     else:
         print(render(report))
         print(f"report: {path}")
-    if args.promote:
-        if report["refused"]:
+    if args.promote and report["refused"]:
+        if not args.json:
             print(f"not promoted: {'; '.join(report['refused'])}")
-            return 1
+        return 1
+    if args.promote and not args.json:  # with --json, the report's "promoted" says it
         if passed:
             print(f"promoted: {report['promoted']}")
         else:

@@ -34,6 +34,7 @@ class FakeConfig:
     # At most this many streams generate at once; the others wait for a place (a server whose
     # throughput stops growing at this concurrency: the knee ``tune concurrency`` must find).
     capacity: int | None = None
+    images: bool = True  # False: refuse image parts with a 400, as a text-only model does
     requests: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -54,6 +55,15 @@ def chat_text(messages: list[dict[str, Any]]) -> str:
         else:
             parts.append(str(content))
     return " ".join(parts)
+
+
+def has_image(messages: list[dict[str, Any]]) -> bool:
+    return any(
+        isinstance(part, dict) and part.get("type") == "image_url"
+        for message in messages
+        if isinstance(message.get("content"), list)
+        for part in message["content"]
+    )
 
 
 def build_app(config: FakeConfig) -> FastAPI:
@@ -89,6 +99,8 @@ def build_app(config: FakeConfig) -> FastAPI:
     async def generate(request: Request, chat: bool) -> Response:
         body = await request.json()
         config.requests.append(body)
+        if chat and not config.images and has_image(body["messages"]):
+            return error(400, f"{config.model} is not a multimodal model: it takes no images")
         if chat:
             text = chat_text(body["messages"])
             prompt_tokens = count(text) + CHAT_TEMPLATE_TOKENS
