@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import re
 import signal
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -36,6 +37,8 @@ from typing import Any, Protocol
 from orchestrator.errors import ModelSlotError
 
 KIND = "model-slot-tune-context"
+#: "ValueError: ..." and the like: the line of vLLM's log that says why it exited.
+_ERROR_LINE = re.compile(r"\b[A-Z]\w*(?:Error|Exception)\b: ")
 #: The lab's candidates were all multiples of 128 (4480 = 35 x 128).
 DEFAULT_STEP = 128
 DEFAULT_MAX_STARTS = 8
@@ -199,12 +202,14 @@ Say = Callable[[str], None]
 
 def failure_reason(started: Started) -> str:
     """The line of a failed start that says why: vLLM's last error line, else the error."""
+    first = (started.error.splitlines() or ["start failed"])[0][:300]
+    if "not ready after" in first:  # a timeout: vLLM's last lines are progress, not a cause
+        return first
     tail = (started.report or {}).get("log_tail") or ""
-    lines = [line.strip() for line in str(tail).splitlines() if line.strip()]
-    for line in reversed(lines):
-        if "Error" in line or "error:" in line:
+    for line in reversed([line.strip() for line in str(tail).splitlines()]):
+        if _ERROR_LINE.search(line):
             return line[-300:]
-    return (started.error.splitlines() or ["start failed"])[0][:300]
+    return first
 
 
 def row_of(search: Search, length: int, name: str, started: Started) -> Row:
