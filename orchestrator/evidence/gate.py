@@ -532,11 +532,15 @@ def cmd_gate(args: argparse.Namespace) -> int:
     path = EvidenceStore(state_dir).save(
         report, profile=profile.name, profile_hash=profile.hash, fingerprint=report["fingerprint"]
     )
+    if args.html:
+        from orchestrator.evidence import html_report  # noqa: PLC0415
+
+        html_report.write(Path(args.html), report)
     if args.json:
         output.print_json(report)
     else:
         print(render(report))
-        print(f"report: {path}")
+        print(f"report: {path}" + (f" and {args.html}" if args.html else ""))
     if args.promote and report["refused"]:
         if not args.json:
             print(f"not promoted: {'; '.join(report['refused'])}")
@@ -579,6 +583,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     p.add_argument("--canary-baseline", help="a saved canary result (needed for baseline)")
     p.add_argument("--profiles-dir", help="default $MODEL_SLOT_PROFILES_DIR or ./profiles")
     p.add_argument("--state-dir", help="default $MODEL_SLOT_STATE_DIR or ./state")
+    p.add_argument("--html", help="also write a self-contained HTML report here")
     p.add_argument("--json", action="store_true")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_gate)

@@ -93,7 +93,9 @@ def test_gate_promote_on_evidence_of_another_profile_hash_is_refused_saying_why(
 ) -> None:
     fake.config.model, fake.config.replies = "tiny-llama", dict(GOOD)
     state = tmp_path / "state"
-    assert gate(fake, profiles, state) == 0  # a passing run, kept with its fingerprint
+    page = tmp_path / "gate.html"
+    assert gate(fake, profiles, state, "--html", str(page)) == 0  # kept with its fingerprint
+    assert "<h2>PASSED</h2>" in page.read_text() and "<h2>fingerprint</h2>" in page.read_text()
     [entry] = EvidenceStore(state).entries("cpu-tiny")
     assert entry.document["fingerprint"]["xpu"]["note"] == (
         "CPU profile: no XPU devices, nothing to read"
