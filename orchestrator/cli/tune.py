@@ -233,6 +233,7 @@ def cmd_context(args: argparse.Namespace) -> int:
         "previous": outcome.previous,
         "restored": outcome.restored,
         "interrupted": outcome.interrupted,
+        "restore_failed": outcome.restore_failed,
         "started_at": outcome.started_at,
         "finished_at": outcome.finished_at,
     }
@@ -278,6 +279,9 @@ def cmd_context(args: argparse.Namespace) -> int:
             print("no length fits; nothing written")
         print(outcome.restored)
         print(f"saved {out}" + (f" and {args.html}" if args.html else ""))
+    if outcome.restore_failed:
+        output.error(outcome.restored)
+        return 1
     if outcome.interrupted:
         return 130
     return 0 if winner is not None else 1

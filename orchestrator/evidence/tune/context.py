@@ -287,6 +287,7 @@ class Outcome:
     previous: str | None
     restored: str  # what the restore did, verified
     interrupted: bool = False
+    restore_failed: bool = False
     started_at: str = ""
     finished_at: str = ""
 
@@ -330,7 +331,11 @@ def run_search(search: Search, driver: Driver, candidate: Candidate, say: Say) -
         say(why)
     finally:
         with shielded():
-            restored = restore(driver, previous, say)
+            try:
+                restored = restore(driver, previous, say)
+                failed_restore = False
+            except ModelSlotError as exc:  # the table is still kept and printed, then this
+                restored, failed_restore = f"RESTORE FAILED: {exc}", True
     winner = search.winner
     if winner is not None:
         winner.outcome = "selected"
@@ -341,6 +346,7 @@ def run_search(search: Search, driver: Driver, candidate: Candidate, say: Say) -
         previous=previous,
         restored=restored,
         interrupted=interrupted,
+        restore_failed=failed_restore,
         started_at=started_at,
         finished_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     )
