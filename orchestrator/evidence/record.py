@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from orchestrator.config import Paths
 from orchestrator.errors import ModelSlotError
 from orchestrator.evidence import fingerprint
@@ -20,6 +22,24 @@ def profile_of(document: dict[str, Any]) -> tuple[str, str]:
     return str(name or "unknown"), str(digest or "")
 
 
+def _served_profile(base_url: str | None) -> dict[str, Any] | None:
+    """``/status``'s active profile (name, and hash when the route has it), if a frontdoor
+    answers at ``base_url``; None otherwise."""
+    if not base_url:
+        return None
+    try:
+        status = httpx.get(base_url.rstrip("/") + "/status", timeout=5).json()
+    except (httpx.HTTPError, ValueError):
+        return None
+    slot = status.get("model_slot") if isinstance(status, dict) else None
+    if not isinstance(slot, dict) or not slot.get("name"):
+        return None
+    route = status.get("route") or {}
+    routed = route.get("profile") if isinstance(route, dict) else None
+    digest = slot.get("hash") or (routed.get("hash") if isinstance(routed, dict) else None)
+    return {"name": slot["name"], "hash": digest or ""}
+
+
 def record(
     document: dict[str, Any],
     *,
@@ -29,6 +49,10 @@ def record(
     kind: str | None = None,
 ) -> Path:
     """Fingerprint and store ``document``; returns the stored file's path."""
+    if profile is None and not isinstance(document.get("profile"), dict):
+        served = _served_profile(base_url)
+        if served is not None:
+            document["profile"] = served
     if profile is None:
         name, _ = profile_of(document)
         try:

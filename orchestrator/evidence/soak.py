@@ -33,6 +33,7 @@ from orchestrator.evidence.bench.cli import BenchConfig, add_base_url, run_bench
 from orchestrator.evidence.bench.progress import Progress
 from orchestrator.evidence.bench.runner import server_info
 from orchestrator.evidence.bench.workload import Shape
+from orchestrator.evidence.record import record
 
 KIND = "model-slot-soak"
 COLUMNS = ("cycle", "time", "quality", "baseline", "ttft_ms", "wall_tok_s", "status", "detail")
@@ -299,6 +300,7 @@ def cmd_soak(args: argparse.Namespace) -> int:
         progress=progress,
     )
     summary = soak.run()
+    record(dict(summary), base_url=args.base_url)  # a copy, with its fingerprint
     if args.json:
         output.print_json(summary)
     else:
