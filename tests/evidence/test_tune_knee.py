@@ -239,3 +239,29 @@ def test_a_failed_start_is_a_row_with_vllms_reason() -> None:
     row = row_of(Search(sequences=2, first=512), 99999, "p", started)
     assert row.outcome == "failed"
     assert row.reason == "ValueError: max_model_len 99999 is larger than the model allows"
+
+
+def test_the_context_report_is_one_self_contained_page() -> None:
+    from orchestrator.evidence import html_report
+
+    rows = [
+        Row(2048, "p-ctx2048", "fits", 46592, 22.75, 120.0).to_json(),
+        Row(5760, "p-ctx5760", "selected", 46592, 8.09, 130.0).to_json(),
+        Row(5888, "p-ctx5888", "too high", 46592, 7.91, 125.0).to_json(),
+        Row(9000, "p-ctx9000", "failed", reason="ValueError: <too long>").to_json(),
+    ]
+    doc = {
+        "kind": "model-slot-tune-context",
+        "source": {"name": "p"},
+        "sequences": 8,
+        "rows": rows,
+        "winner": {"max_model_len": 5760},
+    }
+    page = html_report.render(doc)
+    assert page.startswith("<!DOCTYPE html>")
+    assert "<script" not in page and "http://" not in page.replace('xmlns="http://www.w3.org', "")
+    assert '<tr class="mark"><td>5760</td>' in page
+    assert "ValueError: &lt;too long&gt;" in page  # escaped
+    assert page.count("<circle") == 3  # the three starts with a reported concurrency
+    with pytest.raises(ValueError, match="no HTML report"):
+        html_report.render({"kind": "something-else"})
