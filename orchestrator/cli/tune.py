@@ -234,6 +234,7 @@ def cmd_context(args: argparse.Namespace) -> int:
         "restored": outcome.restored,
         "interrupted": outcome.interrupted,
         "restore_failed": outcome.restore_failed,
+        "errored": outcome.errored,
         "started_at": outcome.started_at,
         "finished_at": outcome.finished_at,
     }
@@ -281,6 +282,9 @@ def cmd_context(args: argparse.Namespace) -> int:
         print(f"saved {out}" + (f" and {args.html}" if args.html else ""))
     if outcome.restore_failed:
         output.error(outcome.restored)
+        return 1
+    if outcome.errored:
+        output.error(outcome.why_stopped)
         return 1
     if outcome.interrupted:
         return 130

@@ -265,3 +265,20 @@ def test_the_context_report_is_one_self_contained_page() -> None:
     assert page.count("<circle") == 3  # the three starts with a reported concurrency
     with pytest.raises(ValueError, match="no HTML report"):
         html_report.render({"kind": "something-else"})
+
+
+def test_an_error_in_a_start_stops_the_search_without_a_verdict_and_restores() -> None:
+    class Flaky(FakeDriver):
+        def switch(self, name: str) -> Started:
+            if name == "p-ctx5760":
+                raise TimeoutError("the Docker engine did not answer in 120 s")
+            return super().switch(name)
+
+    driver = Flaky("cpu-tiny")
+    outcome = run_search(Search(sequences=8, first=2048), driver, "p-ctx{}".format, print)
+    assert outcome.errored and not outcome.interrupted
+    assert outcome.why_stopped == (
+        "stopped by an error in start 2: TimeoutError: the Docker engine did not answer in 120 s"
+    )
+    assert [r.max_model_len for r in outcome.rows] == [2048]  # no row claims 5760 is too high
+    assert driver.serving == "cpu-tiny"

@@ -17,6 +17,7 @@ import threading
 from typing import Any
 
 import docker
+import docker.errors
 import pytest
 
 from orchestrator.control.state import StateStore
@@ -40,12 +41,14 @@ class Sampler:
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
-        client = docker.from_env()
+        client = docker.from_env(timeout=600)
         while not self.done.is_set():
             # the low-level list: one API call, no inspect that could race a removal
-            self.counts.append(
-                len(client.api.containers(all=True, filters={"label": [self.label]}))
-            )
+            try:
+                found = client.api.containers(all=True, filters={"label": [self.label]})
+            except (docker.errors.DockerException, OSError):
+                continue  # a busy engine's timeout is a missed sample, not a count
+            self.counts.append(len(found))
             self.done.wait(0.05)
         client.close()
 

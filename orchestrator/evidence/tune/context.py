@@ -288,6 +288,7 @@ class Outcome:
     restored: str  # what the restore did, verified
     interrupted: bool = False
     restore_failed: bool = False
+    errored: bool = False  # a start raised instead of succeeding or failing (see why_stopped)
     started_at: str = ""
     finished_at: str = ""
 
@@ -314,7 +315,7 @@ def run_search(search: Search, driver: Driver, candidate: Candidate, say: Say) -
     """Start candidates until the search ends; always restore the previous profile."""
     previous = driver.current()
     started_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-    interrupted = False
+    interrupted = errored = False
     why = ""
     try:
         with sigterm_interrupts():
@@ -328,6 +329,11 @@ def run_search(search: Search, driver: Driver, candidate: Candidate, say: Say) -
     except KeyboardInterrupt:
         interrupted = True
         why = f"interrupted after {len(search.rows)} starts"
+        say(why)
+    except Exception as exc:
+        # Not a verdict on the length: stop, restore, keep the table, and say what happened.
+        errored = True
+        why = f"stopped by an error in start {len(search.rows) + 1}: {type(exc).__name__}: {exc}"
         say(why)
     finally:
         with shielded():
@@ -347,6 +353,7 @@ def run_search(search: Search, driver: Driver, candidate: Candidate, say: Say) -
         restored=restored,
         interrupted=interrupted,
         restore_failed=failed_restore,
+        errored=errored,
         started_at=started_at,
         finished_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     )
