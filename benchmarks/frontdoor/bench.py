@@ -2,18 +2,23 @@
 
     .venv/bin/python benchmarks/frontdoor/bench.py [--json results/frontdoor-bench.json]
 
-Workloads, each against all three targets in turn:
+Targets: the synthetic upstream direct; the frontdoor with its own upstream client; the frontdoor
+with each library client of ``--clients`` (``library_clients.py``, default aiohttp); nginx.
+Workloads, each against every target in turn, the order rotated round by round:
 * c1 first event: sequential short streams on one keep-alive connection; the time from writing
   the request to receiving the first event. "Added" latency = target percentile - direct's.
-* c16 throughput: 16 connections each streaming back-to-back events for a fixed time; events/s
-  counted by the client, plus the relay process's CPU per 1,000 events (/proc/<pid>/stat).
+* c16 and c64 throughput: 16 (64) connections each streaming back-to-back events for a fixed
+  time; events/s counted by the client, plus the relay process's CPU per 1,000 events
+  (/proc/<pid>/stat).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
+import math
 import os
 import shutil
 import socket
@@ -32,30 +37,53 @@ TICK = os.sysconf("SC_CLK_TCK")
 
 
 @dataclass
+class Phase:
+    """One concurrency level's throughput phase: events counted by the client, relay CPU."""
+
+    events: int = 0
+    seconds: float = 0.0
+    cpu_s: float | None = None
+    errors: int = 0
+
+    def add(self, other: Phase) -> None:
+        self.events += other.events
+        self.seconds += other.seconds
+        self.errors += other.errors
+        if other.cpu_s is not None:
+            self.cpu_s = (self.cpu_s or 0.0) + other.cpu_s
+
+    def rate(self) -> int:
+        return round(self.events / self.seconds) if self.seconds else 0
+
+    def cpu_per_1k(self) -> float | None:
+        if self.cpu_s is None or not self.events:
+            return None
+        return round(self.cpu_s * 1e6 / self.events, 2)
+
+
+@dataclass
 class Result:
     target: str
     c1_first_event_ms: list[float] = field(default_factory=list)
-    c16_events: int = 0
-    c16_seconds: float = 0.0
-    relay_cpu_s: float | None = None
-    errors: int = 0
+    phases: dict[int, Phase] = field(default_factory=dict)
+
+    def add(self, other: Result) -> None:
+        self.c1_first_event_ms += other.c1_first_event_ms
+        for c, phase in other.phases.items():
+            self.phases.setdefault(c, Phase()).add(phase)
 
     def summary(self) -> dict[str, float | int | str | None]:
         lat = sorted(self.c1_first_event_ms)
-        return {
+        row: dict[str, float | int | str | None] = {
             "target": self.target,
             "c1_p50_ms": _pct(lat, 50),
-            "c1_p90_ms": _pct(lat, 90),
-            "c16_events_per_s": round(self.c16_events / self.c16_seconds)
-            if self.c16_seconds
-            else 0,
-            "relay_cpu_ms_per_1k_events": (
-                round(self.relay_cpu_s * 1e6 / self.c16_events, 2)
-                if self.relay_cpu_s is not None and self.c16_events
-                else None
-            ),
-            "errors": self.errors,
+            "c1_p99_ms": _pct(lat, 99),
         }
+        for c, phase in sorted(self.phases.items()):
+            row[f"c{c}_events_per_s"] = phase.rate()
+            row[f"c{c}_relay_cpu_ms_per_1k_events"] = phase.cpu_per_1k()
+            row[f"c{c}_errors"] = phase.errors
+        return row
 
 
 def _pct(values: list[float], p: int) -> float:
@@ -150,8 +178,16 @@ async def run_target(name: str, port: int, pid: int | None, args: argparse.Names
         ms, _ = await conn.stream("bench", 4)
         result.c1_first_event_ms.append(ms)
     conn.transport.close()
+    for concurrency in args.concurrency:
+        result.phases[concurrency] = await _throughput(port, pid, concurrency, args)
+    return result
 
-    conns = [await _connect(port) for _ in range(args.concurrency)]
+
+async def _throughput(
+    port: int, pid: int | None, concurrency: int, args: argparse.Namespace
+) -> Phase:
+    phase = Phase()
+    conns = [await _connect(port) for _ in range(concurrency)]
     cpu0 = _cpu(pid)
     start = time.perf_counter()
     deadline = start + args.seconds
@@ -161,17 +197,17 @@ async def run_target(name: str, port: int, pid: int | None, args: argparse.Names
             try:
                 _, events = await c.stream("bench", args.events)
             except ConnectionError:
-                result.errors += 1
+                phase.errors += 1
                 return
-            result.c16_events += events
+            phase.events += events
 
     await asyncio.gather(*(worker(c) for c in conns))
-    result.c16_seconds = time.perf_counter() - start
+    phase.seconds = time.perf_counter() - start
     cpu1 = _cpu(pid)
-    result.relay_cpu_s = None if cpu0 is None or cpu1 is None else cpu1 - cpu0
+    phase.cpu_s = None if cpu0 is None or cpu1 is None else cpu1 - cpu0
     for c in conns:
         c.transport.close()
-    return result
+    return phase
 
 
 def _cpu(pid: int | None) -> float | None:
@@ -181,7 +217,11 @@ def _cpu(pid: int | None) -> float | None:
     return (int(fields[11]) + int(fields[12])) / TICK  # utime + stime
 
 
-def _start_frontdoor(backend: str) -> tuple[subprocess.Popen[bytes], int]:
+def _start_frontdoor(
+    backend: str, client: str = "builtin", source: str | None = None
+) -> tuple[subprocess.Popen[bytes], int]:
+    """``python -m frontdoor``; with a library ``client``, through ``library_clients.py``; with
+    ``source``, the ``frontdoor`` package found there (an older checkout, for before/after)."""
     port, admin = _free_port(), _free_port()
     env = {
         **os.environ,
@@ -193,8 +233,13 @@ def _start_frontdoor(backend: str) -> tuple[subprocess.Popen[bytes], int]:
         "FRONTDOOR_QUEUE_TIMEOUT_S": "30",
     }
     env.pop("FRONTDOOR_STATE_DIR", None)
+    if source:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [source, env.get("PYTHONPATH")]))
+    command = [sys.executable, "-m", "frontdoor"]
+    if client != "builtin":
+        command = [sys.executable, str(HERE / "library_clients.py"), client]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "frontdoor"],
+        command,
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -272,12 +317,32 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--c1-requests", type=int, default=40)
-    parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--events", type=int, default=500, help="events per c16 stream")
-    parser.add_argument("--seconds", type=float, default=5.0, help="duration of each c16 phase")
+    parser.add_argument("--c1-requests", type=int, default=200, help="per round")
     parser.add_argument(
-        "--rounds", type=int, default=3, help="repeat the three targets, interleaved"
+        "--concurrency",
+        type=int,
+        nargs="+",
+        default=[16, 64],
+        help="connections of each throughput phase",
+    )
+    parser.add_argument("--events", type=int, default=500, help="events per throughput stream")
+    parser.add_argument(
+        "--seconds", type=float, default=5.0, help="duration of each throughput phase"
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="repeat the targets, interleaved")
+    parser.add_argument(
+        "--clients",
+        nargs="*",
+        default=["aiohttp"],
+        help="library upstream clients to run the frontdoor with too (library_clients.py)",
+    )
+    parser.add_argument(
+        "--frontdoor-from",
+        action="append",
+        default=[],
+        metavar="NAME=DIR",
+        help="also run the frontdoor package found in DIR (e.g. an older checkout's "
+        "images/frontdoor, from `git archive`), as target NAME: before/after in one run",
     )
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
     parser.add_argument(
@@ -298,6 +363,20 @@ def main() -> None:
 
         frontdoor, fd_port = _start_frontdoor(f"http://127.0.0.1:{up_port}")
         procs.append(frontdoor)
+        targets: list[tuple[str, int, int | None]] = [("direct", up_port, None)]
+        targets.append(("frontdoor", fd_port, frontdoor.pid))
+        for client in args.clients:
+            if importlib.util.find_spec(client) is None:
+                print(f"skipping fd+{client}: not installed (pip install {client})")
+                continue
+            proc, port = _start_frontdoor(f"http://127.0.0.1:{up_port}", client)
+            procs.append(proc)
+            targets.append((f"fd+{client}", port, proc.pid))
+        for spec in args.frontdoor_from:
+            label, _, source = spec.partition("=")
+            proc, port = _start_frontdoor(f"http://127.0.0.1:{up_port}", source=source)
+            procs.append(proc)
+            targets.append((label, port, proc.pid))
 
         ng_port = _free_port()
         nginx = subprocess.Popen(
@@ -314,34 +393,25 @@ def main() -> None:
         )
         procs.append(nginx)
         _wait_port(ng_port, nginx)
-        nginx_worker = _nginx_worker(nginx.pid)
+        targets.append(("nginx", ng_port, _nginx_worker(nginx.pid)))
 
-        targets = [
-            ("direct", up_port, None),
-            ("frontdoor", fd_port, frontdoor.pid),
-            ("nginx", ng_port, nginx_worker),
-        ]
         results: dict[str, Result] = {name: Result(name) for name, _, _ in targets}
         per_round: list[dict[str, float | int | str | None]] = []
-        for _ in range(args.rounds):
-            for name, port, pid in targets:
+        for i in range(args.rounds):
+            # Rotate the order each round, so drift in the machine's load hits every target.
+            shift = i % len(targets)
+            for name, port, pid in targets[shift:] + targets[:shift]:
                 r = uvloop.run(run_target(name, port, pid, args))
                 per_round.append(r.summary())
-                acc = results[name]
-                acc.c1_first_event_ms += r.c1_first_event_ms
-                acc.c16_events += r.c16_events
-                acc.c16_seconds += r.c16_seconds
-                acc.errors += r.errors
-                if r.relay_cpu_s is not None:
-                    acc.relay_cpu_s = (acc.relay_cpu_s or 0.0) + r.relay_cpu_s
+                results[name].add(r)
         report = _report(results, args)
         report["per_round"] = per_round
+        spread = _round_spread(per_round, [name for name, _, _ in targets], args)
+        report["spread"] = spread
         print(report["table"])
-        for name, _, _ in targets:
-            rounds = [r for r in per_round if r["target"] == name]
-            p50s = ", ".join(str(r["c1_p50_ms"]) for r in rounds)
-            rates = ", ".join(str(r["c16_events_per_s"]) for r in rounds)
-            print(f"  per round {name:<10} c1 p50 ms: {p50s:<28} c16 ev/s: {rates}")
+        print("per round, median [min..max] over the rounds; x nginx and CPU : nginx per round:")
+        for name, line in spread.items():
+            print(f"  {name:<12} {line}")
         if args.vllm_url:
             vfd, vfd_port = _start_frontdoor(args.vllm_url)
             procs.append(vfd)
@@ -378,28 +448,73 @@ def _nginx_worker(master: int) -> int | None:
     return None
 
 
+def _spread(values: list[float]) -> str:
+    nums = sorted(v for v in values if not math.isnan(v))
+    if not nums:
+        return "-"
+    fmt = "{:.0f}" if nums[-1] >= 100 else "{:.3f}"
+    return f"{fmt.format(nums[len(nums) // 2])} [{fmt.format(nums[0])}..{fmt.format(nums[-1])}]"
+
+
+def _round_spread(
+    per_round: list[dict[str, float | int | str | None]],
+    names: list[str],
+    args: argparse.Namespace,
+) -> dict[str, str]:
+    """Each target's figures round by round, and its ratios to nginx *in the same round*: on a
+    shared machine the load drifts between rounds, and a same-round ratio cancels some of it."""
+
+    def num(row: dict[str, float | int | str | None], key: str) -> float:
+        value = row[key]
+        return float(value) if isinstance(value, int | float) else float("nan")
+
+    nginx = [r for r in per_round if r["target"] == "nginx"]
+    direct = [r for r in per_round if r["target"] == "direct"]
+    out = {}
+    for name in names:
+        rounds = [r for r in per_round if r["target"] == name]
+        pairs = list(zip(rounds, direct, nginx, strict=True))
+        added = [num(r, "c1_p50_ms") - num(d, "c1_p50_ms") for r, d, _ in pairs]
+        added99 = [num(r, "c1_p99_ms") - num(d, "c1_p99_ms") for r, d, _ in pairs]
+        parts = [f"+p50 {_spread(added)}", f"+p99 {_spread(added99)}"]
+        for c in args.concurrency:
+            rate, cpu = f"c{c}_events_per_s", f"c{c}_relay_cpu_ms_per_1k_events"
+            rates = [num(r, rate) for r, _, _ in pairs]
+            ratios = [num(r, rate) / num(n, rate) for r, _, n in pairs]
+            parts.append(f"c{c} ev/s {_spread(rates)} x nginx {_spread(ratios)}")
+            if name != "direct":
+                cpus = [num(r, cpu) / num(n, cpu) for r, _, n in pairs]
+                parts.append(f"c{c} CPU : nginx {_spread(cpus)}")
+        out[name] = "; ".join(parts)
+    return out
+
+
 def _report(results: dict[str, Result], args: argparse.Namespace) -> dict[str, object]:
     rows = {name: r.summary() for name, r in results.items()}
-    direct = rows["direct"]
-    nginx_rate = rows["nginx"]["c16_events_per_s"] or 1
-    lines = [
-        f"{'target':<10} {'c1 p50 ms':>10} {'c1 p90 ms':>10} {'added p50':>10} {'added p90':>10} "
-        f"{'c16 ev/s':>10} {'x nginx':>8} {'CPU ms/1k ev':>13} {'errors':>7}"
-    ]
+    direct, nginx = rows["direct"], rows["nginx"]
+    header = f"{'target':<12} {'c1 p50':>7} {'c1 p99':>7} {'+p50':>6} {'+p99':>6}"
+    for c in args.concurrency:
+        header += f" {f'c{c} ev/s':>10} {'x nginx':>7} {'CPU/1k':>6}"
+    header += f" {'errors':>6}"
+    lines = [header]
     for name, row in rows.items():
         add50 = round(float(row["c1_p50_ms"]) - float(direct["c1_p50_ms"]), 3)  # type: ignore[arg-type]
-        add90 = round(float(row["c1_p90_ms"]) - float(direct["c1_p90_ms"]), 3)  # type: ignore[arg-type]
-        row["added_p50_ms"], row["added_p90_ms"] = add50, add90
-        row["rate_vs_nginx"] = round(float(row["c16_events_per_s"]) / float(nginx_rate), 3)  # type: ignore[arg-type]
-        cpu = row["relay_cpu_ms_per_1k_events"]
-        lines.append(
-            f"{name:<10} {row['c1_p50_ms']:>10} {row['c1_p90_ms']:>10} {add50:>10} {add90:>10} "
-            f"{row['c16_events_per_s']:>10} {row['rate_vs_nginx']:>8} "
-            f"{cpu if cpu is not None else '-':>13} {row['errors']:>7}"
-        )
+        add99 = round(float(row["c1_p99_ms"]) - float(direct["c1_p99_ms"]), 3)  # type: ignore[arg-type]
+        row["added_p50_ms"], row["added_p99_ms"] = add50, add99
+        line = f"{name:<12} {row['c1_p50_ms']:>7} {row['c1_p99_ms']:>7} {add50:>6} {add99:>6}"
+        errors = 0
+        for c in args.concurrency:
+            rate = float(row[f"c{c}_events_per_s"] or 0)
+            ratio = round(rate / float(nginx[f"c{c}_events_per_s"] or 1), 3)
+            row[f"c{c}_rate_vs_nginx"] = ratio
+            cpu = row[f"c{c}_relay_cpu_ms_per_1k_events"]
+            errors += int(row[f"c{c}_errors"] or 0)
+            line += f" {round(rate):>10} {ratio:>7} {cpu if cpu is not None else '-':>6}"
+        lines.append(line + f" {errors:>6}")
     load = os.getloadavg()
     lines.append(
-        f"load average (1/5/15 min) after the run: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; "
+        "ms; +p50/+p99 = added over direct at c1; CPU/1k = relay CPU ms per 1,000 events. "
+        f"Load average (1/5/15 min) after the run: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; "
         f"cores: {os.cpu_count()}"
     )
     return {

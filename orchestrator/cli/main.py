@@ -1,4 +1,9 @@
-"""``python -m orchestrator``: list, show and validate profiles; later issues add the rest.
+"""``python -m orchestrator``: the one command line of the slot.
+
+Profiles (``list``, ``show``, ``validate``, ``keys``) live here; the other commands register
+themselves from their own modules: the slot (``switch``, ``status``, ``stop``, ``up``:
+``cli/slot.py``), the evidence tools (``bench``, ``canary``, ``gate``, ``soak``:
+``cli/evidence.py``), ``images``, ``demo`` and ``admin-token``.
 
 Each command is a function ``(args) -> exit code``. Deliberate errors (``ModelSlotError``) are
 printed to stderr without a traceback and exit 1; usage errors exit 2 (argparse's own).
@@ -12,13 +17,13 @@ import sys
 from collections.abc import Sequence
 
 from orchestrator import output
-from orchestrator.cli import admin_token, demo, profile_view
+from orchestrator.cli import admin_token, demo, parsing, profile_view
 from orchestrator.cli import evidence as evidence_cli
 from orchestrator.cli import evidence_store as evidence_store_cli
 from orchestrator.cli import slot as slot_cli
 from orchestrator.cli import tune as tune_cli
 from orchestrator.config import Paths
-from orchestrator.errors import ModelSlotError, ProfileError
+from orchestrator.errors import ModelSlotError
 from orchestrator.images import cli as images_cli
 from orchestrator.profiles import schema
 from orchestrator.profiles.store import Profile, ProfileStore
@@ -117,9 +122,12 @@ def cmd_keys(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m orchestrator",
+        allow_abbrev=False,
         description="Serve one model at a time behind one OpenAI-compatible endpoint.",
     )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", action=parsing.Commands
+    )
 
     p = commands.add_parser("list", help="the profile table")
     p.add_argument("--json", action="store_true", help="one JSON object per profile")
@@ -157,9 +165,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         code: int = args.func(args)
-    except ProfileError as exc:
-        output.error(str(exc))
-        return 1
     except ModelSlotError as exc:
         output.error(str(exc))
         return 1

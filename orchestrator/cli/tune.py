@@ -14,21 +14,22 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator import output
-from orchestrator.cli import slot as slot_cli
+from orchestrator.cli.bench import add_base_url
+from orchestrator.cli.parsing import Commands
 from orchestrator.config import Paths
-from orchestrator.control import controller
+from orchestrator.control import writer
 from orchestrator.control.state import StateStore
 from orchestrator.errors import ModelSlotError
-from orchestrator.evidence.bench.cli import BenchConfig, add_base_url, run_bench
-from orchestrator.evidence.bench.progress import Progress
 from orchestrator.evidence.bench.report import summaries_of
+from orchestrator.evidence.bench.run import BenchConfig, run_bench
 from orchestrator.evidence.bench.workload import Shape
 from orchestrator.evidence.gate import active_profile
 from orchestrator.evidence.record import record
 from orchestrator.evidence.tune import concurrency, context, derived
 from orchestrator.evidence.tune.knee import DEFAULT_MIN_GAIN, Slo, ladder
 from orchestrator.profiles.store import ProfileStore
-from orchestrator.slot.docker_slot import Slot, SlotConfig
+from orchestrator.progress import ProgressPrinter
+from orchestrator.slot.connect import docker_slot
 
 
 def _store(args: argparse.Namespace) -> ProfileStore:
@@ -70,7 +71,10 @@ def cmd_concurrency(args: argparse.Namespace) -> int:
         requests_per_level=args.requests_per_level,
         timeout_s=args.timeout_s,
     )
-    document = asyncio.run(run_bench(config, Progress("tune", quiet=args.quiet)))
+    result = asyncio.run(
+        run_bench(config, ProgressPrinter(label="tune", quiet=args.quiet, decimals=1))
+    )
+    document = result.to_json()
     document["tune"] = concurrency.analyse(document, min_gain=args.min_gain, slo=args.slo)
     document["tune"]["profile"] = {"name": profile.name, "hash": profile.hash}
     tune = document["tune"]
@@ -115,52 +119,35 @@ def cmd_concurrency(args: argparse.Namespace) -> int:
 
 
 # ---- tune context -------------------------------------------------------------------------
-class _SwitchPrinter(slot_cli.Printer):
-    """The switch's progress on stderr: every phase with --verbose, else failures only."""
-
-    def __init__(self, verbose: bool) -> None:
-        super().__init__(as_json=True)
-        self.verbose = verbose
-
-    def __call__(self, event: dict[str, Any]) -> None:
-        if self.verbose or event.get("event") == "failure":
-            super().__call__(event)
-
-
 class SwitchDriver:
-    """``context.Driver`` over the normal switch, the state file and the slot's container."""
+    """``context.Driver`` over the normal switch (``control.writer``: the controller when one
+    runs, else in-process under the slot lock), the state file and the slot's container."""
 
     def __init__(self, store: ProfileStore, verbose: bool) -> None:
         self.store = store
         self.paths = Paths.from_env()
-        self.printer = _SwitchPrinter(verbose)
-
-    def _run(self, request: dict[str, Any], purpose: str) -> dict[str, Any]:
-        """Through the running controller, else in-process under the slot lock (as `switch`)."""
-        result = controller.ask(self.paths.state_dir, request, self.printer)
-        if result is None:
-            result = slot_cli._in_process(request, self.printer, purpose)
-        return result
+        # every switch phase with --verbose; a failed start's reason is in its row anyway
+        self.printer = ProgressPrinter(label="switch", quiet=not verbose)
 
     def current(self) -> str | None:
         state = StateStore(self.paths.state_dir).load()
         return None if state.stopped else state.current
 
     def switch(self, name: str) -> context.Started:
-        result = self._run({"op": "switch", "profile": name, "force": False}, f"tune {name}")
-        report = result.get("report") or None
+        result = writer.switch(name, self.printer)
+        report = result.report
         facts = dict((report or {}).get("startup_facts") or {})
-        ok = bool(result.get("ok")) and (report or {}).get("profile") == name
-        return context.Started(ok, facts if ok else {}, str(result.get("error") or ""), report)
+        ok = result.ok and (report or {}).get("profile") == name
+        return context.Started(ok, facts if ok else {}, result.error or "", report)
 
     def stop(self) -> None:
-        result = self._run({"op": "stop"}, "tune: restore (stop)")
-        if not result.get("ok"):
-            raise ModelSlotError(f"could not stop the slot: {result.get('error')}")
+        result = writer.stop(self.printer)
+        if not result.ok:
+            raise ModelSlotError(f"could not stop the slot: {result.error}")
 
     def verify(self, name: str | None) -> str | None:
         state = StateStore(self.paths.state_dir).load()
-        running = Slot(SlotConfig.from_env()).current()
+        running = docker_slot().current()
         if name is None:
             return None if running is None else f"container {running.short_id} still exists"
         if state.current != name:
@@ -302,7 +289,9 @@ def _say(quiet: bool) -> context.Say:
 # ---- registration -------------------------------------------------------------------------
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = commands.add_parser("tune", help="the lab's experiments: concurrency knee, context search")
-    sub = p.add_subparsers(dest="tune_command", required=True, metavar="concurrency|context")
+    sub = p.add_subparsers(
+        dest="tune_command", required=True, metavar="concurrency|context", action=Commands
+    )
 
     c = sub.add_parser(
         "concurrency",

@@ -117,3 +117,25 @@ def test_show_unknown_profile_is_an_error_not_a_traceback() -> None:
 
 def test_usage_error_exits_2() -> None:
     assert run("frobnicate").returncode == 2
+
+
+def test_bench_unknown_flag_is_named_not_reported_as_an_invalid_compare_choice() -> None:
+    """Regression: `bench --out x.json` said "argument compare: invalid choice: 'x.json'"."""
+    result = run("bench", "--out", "x.json", "--json")
+    assert result.returncode == 2
+    assert "unrecognized arguments: --out x.json" in result.stderr
+    assert "invalid choice" not in result.stderr
+
+
+def test_a_flag_prefix_is_not_taken_for_a_longer_flag() -> None:
+    """`--out` is not `--output-tokens` (argparse's abbreviations are off)."""
+    result = run("bench", "--out", "64")
+    assert result.returncode == 2
+    assert "unrecognized arguments: --out 64" in result.stderr
+
+
+def test_bench_stray_value_is_unrecognized_and_compare_still_parses() -> None:
+    assert "unrecognized arguments: x.json" in run("bench", "x.json").stderr
+    result = run("bench", "compare", "missing-a.json", "missing-b.json")
+    assert result.returncode == 1
+    assert "missing-a.json" in result.stderr

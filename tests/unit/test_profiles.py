@@ -279,3 +279,25 @@ def test_a_missing_profile_suggests_the_ones_with_all_its_words() -> None:
     assert "(and 3 more)" in hint
     assert suggest("cpu-smolm", known) == "did you mean cpu-smollm2-135m?"  # spelling
     assert suggest("zzz", known) == "`python -m orchestrator list`"
+
+
+def test_the_queue_depth_is_sent_with_the_route_default_64_and_per_profile(
+    tmp_path: Path,
+) -> None:
+    """The frontdoor bounds its generation queue by the route's ``max_queued_generations``;
+    the orchestrator sends FRONTDOOR_MAX_QUEUED_GENERATIONS with the profile's other limits."""
+    write(tmp_path, "p", BASE)
+    write(tmp_path, "q", BASE + "FRONTDOOR_MAX_QUEUED_GENERATIONS=0\n")
+    store = ProfileStore(tmp_path)
+    assert store.load("p").frontdoor_limits()["max_queued_generations"] == 64
+    assert store.load("q").frontdoor_limits()["max_queued_generations"] == 0
+
+
+@pytest.mark.parametrize("name", SHIPPED.names())
+def test_every_shipped_profiles_limits_are_accepted_by_the_frontdoor(name: str) -> None:
+    """The two ends of PUT /admin/route agree: the frontdoor's ``Limits`` forbids unknown keys,
+    so a key the orchestrator sends that the frontdoor does not know fails here, not at a switch."""
+    from frontdoor.route import Limits
+
+    limits = Limits.model_validate(SHIPPED.load(name).frontdoor_limits())
+    assert limits.max_queued_generations >= 0

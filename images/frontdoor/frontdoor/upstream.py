@@ -6,9 +6,24 @@ chunkers). This module keeps per-chunk work to one C parser call (httptools) and
 whatever bytes have arrived, joined, the moment it asks; see docs/frontdoor.md for the numbers.
 
 The contract is small on purpose: ``Pool.request()`` returns a ``Response`` once the status and
-headers are in; ``Response.chunks()`` yields body bytes as they arrive; ``Response.close()``
+headers are in; ``Response.read()`` returns body bytes as they arrive; ``Response.close()``
 either returns a finished connection to the pool or *aborts* an unfinished one, which is how the
 upstream (vLLM) learns that the client has gone and aborts the generation.
+
+What keeps one exchange's bytes out of another's (each case is a test in
+``tests/test_frontdoor_upstream_conformance.py``):
+
+* a connection belongs to one exchange at a time (``busy``); a byte that arrives while it is idle
+  in the pool, or after its response is complete, was asked for by nobody: the connection is
+  aborted on the spot (the response already complete is still delivered whole);
+* interim ``1xx`` responses (``100 Continue``, ``103 Early Hints``) are skipped; ``101`` (we
+  never ask to upgrade) and statuses outside 100-599 are errors (a 502 for the client);
+* a request is sent again (once, on a fresh connection) only when a reused connection turned out
+  dead before the request could have reached the upstream: the write itself failed, or the
+  request is idempotent (GET, HEAD, OPTIONS) and no response byte came back. A timeout, or a
+  written POST, is never replayed: the model may be running it;
+* the read timeout counts the upstream's silence only while we are reading: while the client is
+  slow and reading is paused (backpressure), the clock stands still.
 """
 
 from __future__ import annotations
@@ -35,10 +50,18 @@ class UpstreamTimeout(UpstreamError):
     pass
 
 
+_IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+class _Unsolicited(Exception):
+    """Raised inside a parser callback to stop parsing bytes that no request asked for."""
+
+
 class _Callbacks:
     """What httptools calls back; ``on_body`` is bound straight to the connection's deque."""
 
     def __init__(self, conn: _Conn) -> None:
+        self.on_message_begin = conn.on_message_begin
         self.on_header = conn.on_header
         self.on_headers_complete = conn.on_headers_complete
         self.on_message_complete = conn.on_message_complete
@@ -57,12 +80,17 @@ class _Conn(asyncio.Protocol):
         self.pieces: deque[bytes] = deque()
         self.parser = httptools.HttpResponseParser(_Callbacks(self))
         self.closed = False
+        self.written = False  # the current request was handed to the kernel whole
         self.idle_since = 0.0
+        # True from the request's first byte until the connection is back in the pool; bytes
+        # that arrive while it is False were asked for by nobody.
+        self.busy = False
         self._reset()
 
     def _reset(self) -> None:
         self.headers: list[tuple[bytes, bytes]] = []
         self.status = 0
+        self.interim = False  # parsing a 1xx interim response, which is skipped
         self.head_done = False
         self.complete = False
         self.keep_alive = False
@@ -84,6 +112,9 @@ class _Conn(asyncio.Protocol):
                 sock.setsockopt(6, 1, 1)  # IPPROTO_TCP, TCP_NODELAY: no Nagle delay on requests
 
     def data_received(self, data: bytes) -> None:
+        if not self.busy:  # idle in the pool: nobody asked for these bytes
+            self.abort()
+            return
         self.last_read = time.monotonic()
         self.buffered += len(data)
         if self.buffered > 1 << 20 and not self.paused and self.transport is not None:
@@ -91,10 +122,14 @@ class _Conn(asyncio.Protocol):
             self.transport.pause_reading()
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserError as exc:
-            self._fail(UpstreamError(f"malformed response from upstream: {exc}"))
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
+            cause = exc.__context__
+            if isinstance(cause, UpstreamError):
+                self._fail(cause)
+            elif not isinstance(cause, _Unsolicited):
+                self._fail(UpstreamError(f"malformed response from upstream: {exc}"))
+            # A complete response stays deliverable; the connection is never reused.
             self.abort()
-            return
         self._wake()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -108,14 +143,28 @@ class _Conn(asyncio.Protocol):
 
     # -- httptools callbacks ---------------------------------------------------------------
 
+    def on_message_begin(self) -> None:
+        if self.complete:  # a second response to one request: stop, drop the connection
+            raise _Unsolicited
+
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers.append((name.lower(), value))
 
     def on_headers_complete(self) -> None:
-        self.status = self.parser.get_status_code()
+        status = self.parser.get_status_code()
+        if 100 <= status < 200 and status != 101:
+            self.interim = True  # 100 Continue, 103 Early Hints: not the response; skip it
+            self.headers = []
+            return
+        if not 200 <= status <= 599:
+            raise UpstreamError(f"upstream answered with an invalid status {status}")
+        self.status = status
         self.head_done = True
 
     def on_message_complete(self) -> None:
+        if self.interim:
+            self.interim = False
+            return
         self.complete = True
         self.keep_alive = self.parser.should_keep_alive()
 
@@ -142,12 +191,17 @@ class _Conn(asyncio.Protocol):
         """Arm the read timeout: an error once the upstream is silent for ``timeout`` seconds.
 
         One timer per exchange that re-arms itself for the remaining budget, rather than one
-        timer per read: the per-event path stays free of timer-heap work.
+        timer per read: the per-event path stays free of timer-heap work. While reading is
+        paused (the client is slow) the upstream cannot be heard, so that time never counts:
+        ``take()`` restarts the clock when it resumes reading.
         """
         loop = asyncio.get_running_loop()
 
         def check() -> None:
             if self.complete or self.closed:
+                return
+            if self.paused:
+                self.watchdog = loop.call_later(timeout, check)
                 return
             silent = time.monotonic() - self.last_read
             if silent >= timeout:
@@ -169,6 +223,7 @@ class _Conn(asyncio.Protocol):
         self.buffered = 0
         if self.paused and self.transport is not None:
             self.paused = False
+            self.last_read = time.monotonic()  # the silence clock stood still while paused
             self.transport.resume_reading()
         return data
 
@@ -186,20 +241,21 @@ class Response:
         self.headers = conn.headers
         self._released = False
 
-    async def chunks(self) -> AsyncIterator[bytes]:
-        """Body bytes as they arrive: all pieces buffered so far, joined, never waiting for more."""
+    async def read(self) -> bytes:
+        """The body bytes that have arrived, joined, waiting only if none have; ``b""`` at the end.
+
+        A plain coroutine rather than an async generator, and the wait inlined: this runs once
+        per upstream read, so every frame it saves counts.
+        """
         conn = self._conn
-        if self._head_only:
-            return
-        while True:
-            if conn.pieces:
-                yield conn.take()
-                continue
-            if conn.complete:
-                return
+        while not conn.pieces:
+            if conn.complete or self._head_only:
+                return b""
             if conn.error is not None:
                 raise conn.error
-            await conn.wait()
+            conn.waiter = waiter = conn.loop.create_future()
+            await waiter  # woken by data_received / connection_lost / the watchdog
+        return conn.take()
 
     def close(self) -> None:
         """Back to the pool when finished and reusable; otherwise abort (the upstream sees it)."""
@@ -242,6 +298,7 @@ class Pool:
             conn.abort()
             return
         conn._reset()
+        conn.busy = False
         conn.idle_since = time.monotonic()
         idle.append(conn)
 
@@ -256,7 +313,13 @@ class Pool:
         now = time.monotonic()
         while idle:
             conn = idle.pop()  # most recently used first: the likeliest to be still open
-            if not conn.closed and now - conn.idle_since < self.idle_expiry:
+            transport = conn.transport
+            if (
+                not conn.closed
+                and transport is not None
+                and not transport.is_closing()  # EOF seen, connection_lost not yet run
+                and now - conn.idle_since < self.idle_expiry
+            ):
                 return conn, True
             conn.abort()
         loop = asyncio.get_running_loop()
@@ -294,14 +357,25 @@ class Pool:
                     headers=headers,
                     body=body,
                 )
+            except UpstreamTimeout:
+                conn.unwatch()
+                conn.abort()  # the upstream may be working on it: never replayed
+                raise
             except UpstreamError:
                 conn.unwatch()
-                # A reused connection the upstream closed while idle fails before any response
-                # byte; retrying once on a fresh one is safe when the body can be replayed.
-                if attempt == 0 and reused and not conn.head_done and isinstance(body, bytes):
-                    conn.abort()
-                    continue
                 conn.abort()
+                # A reused connection the upstream closed while it was idle fails before any
+                # response byte. Send again on a fresh one only if the request cannot have
+                # reached the upstream (the write found the socket dead already), or if it is
+                # idempotent; a written POST may be running, so it is never sent twice.
+                if (
+                    attempt == 0
+                    and reused
+                    and not conn.head_done
+                    and isinstance(body, bytes)
+                    and (not conn.written or method in _IDEMPOTENT)
+                ):
+                    continue
                 raise
             except BaseException:
                 conn.unwatch()
@@ -338,6 +412,8 @@ class Pool:
         body: bytes | AsyncIterator[bytes],
     ) -> Response:
         assert conn.transport is not None
+        conn.busy = True
+        conn.written = False
         conn.last_read = time.monotonic()
         lines = [b"%s %s HTTP/1.1\r\nhost: %s\r\n" % (method.encode(), target, host)]
         lines += [b"%s: %s\r\n" % (name, value) for name, value in headers]
@@ -347,7 +423,11 @@ class Pool:
             lines.append(b"\r\n")
             lines.append(body)
             conn.transport.write(b"".join(lines))
+            # A dead socket fails the write at once (the transport is closing before we await
+            # anything); otherwise the request is with the kernel and may reach the upstream.
+            conn.written = not (conn.closed or conn.transport.is_closing())
         else:
+            conn.written = True
             lines.append(b"transfer-encoding: chunked\r\n\r\n")
             conn.transport.write(b"".join(lines))
             async for piece in body:

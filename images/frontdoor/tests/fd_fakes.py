@@ -217,7 +217,7 @@ class FakeUpstream:
                         "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
                     },
                 )
-            eof.cancel()  # before yielding: the next request's bytes must stay in the reader
+            await _stop_watching(eof)
             await writer.drain()
             return True
         finally:
@@ -260,7 +260,7 @@ class FakeUpstream:
             % count
         )
         writer.write(b"%x\r\n%s\r\n0\r\n\r\n" % (len(tail), tail))
-        eof.cancel()
+        await _stop_watching(eof)
         await writer.drain()
         return True
 
@@ -271,3 +271,12 @@ class FakeUpstream:
             b"HTTP/1.1 %d X\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
             % (status, len(body), body)
         )
+
+
+async def _stop_watching(eof: asyncio.Future[bytes]) -> None:
+    """End the EOF watch before the next request is read. Cancel first, so the next request's
+    bytes stay in the reader; then let the cancellation finish, or the reader still counts the
+    watch as waiting and the next ``readuntil`` raises (the connection would die unanswered)."""
+    eof.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await eof
