@@ -125,3 +125,23 @@ def test_a_cpu_fingerprint_says_there_is_no_xpu_to_read() -> None:
     }
     empty = fingerprint.xpu_part(("/dev/dri",), sysfs=Path("/nonexistent"))
     assert empty["devices"] == [] and "no DRM cards" in empty["note"]
+
+
+def test_a_canary_baseline_says_which_profile_and_image_it_came_from(
+    fake: FakeServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    profile = ProfileStore(Path(__file__).resolve().parents[2] / "profiles").load("cpu-tiny")
+    fake.config.replies = dict(GOOD)
+    fake.config.status = {"model_slot": {"name": "cpu-tiny", "hash": profile.hash}}
+    baseline = tmp_path / "baseline.json"
+    argv = ["canary", "--base-url", fake.base_url, "--quiet"]
+    assert main([*argv, "--save-baseline", str(baseline)]) == 0
+    saved = json.loads(baseline.read_text())
+    assert saved["evidence"]["profile"] == "cpu-tiny"
+    assert saved["fingerprint"]["image"]["ref"] == "modelslot/vllm-cpu:local"
+    capsys.readouterr()
+    assert main([*argv, "--expect", "baseline", "--baseline", str(baseline)]) == 0
+    out = capsys.readouterr().out
+    assert f"baseline of profile cpu-tiny (hash {profile.hash[:12]}, image " in out
+    kept = EvidenceStore(tmp_path / "state").entries("cpu-tiny")
+    assert [e.kind for e in kept] == ["canary", "canary"]
