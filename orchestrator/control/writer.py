@@ -17,8 +17,9 @@ from orchestrator.config import Paths
 from orchestrator.control import controller
 from orchestrator.control.frontdoor_client import FrontdoorClient
 from orchestrator.control.lock import SlotLock
+from orchestrator.control.publish import Publisher
 from orchestrator.control.state import StateStore
-from orchestrator.control.switch import Switcher
+from orchestrator.control.switch import Report, Switcher
 from orchestrator.errors import (
     BusyError,
     ModelSlotError,
@@ -63,11 +64,14 @@ def switcher_from_env(paths: Paths | None = None) -> Switcher:
         drain_s = float(drain)
     except ValueError:
         raise SlotError(f"MODEL_SLOT_DRAIN_TIMEOUT_S={drain!r}: expected seconds") from None
+    store, frontdoor = ProfileStore(paths.profiles_dir), FrontdoorClient.from_env()
+    publisher = Publisher(frontdoor, store, paths.state_dir)  # the operator page's board
+    Report.on_finish, Report.on_phase = publisher, publisher.phase
     return Switcher(
-        ProfileStore(paths.profiles_dir),
+        store,
         docker_slot(),
         state=StateStore(paths.state_dir),
-        frontdoor=FrontdoorClient.from_env(),
+        frontdoor=frontdoor,
         paths=paths,
         drain_timeout_s=drain_s,
     )

@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from . import dashboard
 from .core import Frontdoor
 from .errors import Refusal, error_body, unauthorized
 from .route import Route, now_iso
@@ -131,6 +132,7 @@ def build_admin_app(fd: Frontdoor) -> ASGIApp:
         fd.set_paused(False)
         return _pause_result(fd)
 
+    dashboard.register_admin(app, fd)
     return _TokenGuard(app, fd.settings.admin_token)
 
 

@@ -6,6 +6,7 @@ import json
 
 from starlette.types import Receive, Scope, Send
 
+from . import dashboard
 from .core import Frontdoor
 from .proxy import relay
 from .status import status
@@ -27,6 +28,9 @@ class PublicApp:
         path = scope["path"]
         method = scope["method"]
         cors = self.fd.settings.cors_allow_origin
+        if dashboard.handles(path):  # the operator's page: read-only, never a generation
+            await dashboard.serve(self.fd, path, method, send)
+            return
         if path in _OWN_PATHS and method in ("GET", "HEAD"):
             await self._own(path, method, send, cors)
             return
@@ -41,13 +45,16 @@ class PublicApp:
             body, ctype = b'{"status":"ok"}', b"application/json"
         elif path == "/metrics":
             adm = fd.admission
-            body = fd.metrics.render(
-                active=adm.active,
-                queued=adm.queued,
-                cap=adm.cap,
-                state=fd.route.state,
-                queued_bytes=adm.queued_bytes,
-                relays=fd.relays.active,
+            body = (
+                fd.metrics.render(
+                    active=adm.active,
+                    queued=adm.queued,
+                    cap=adm.cap,
+                    state=fd.route.state,
+                    queued_bytes=adm.queued_bytes,
+                    relays=fd.relays.active,
+                )
+                + ("\n".join(dashboard.metric_lines(fd)) + "\n").encode()
             )
             ctype = b"text/plain; version=0.0.4; charset=utf-8"
         else:

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 from . import route as route_mod
 from .admission import Admission, RelayLimit
+from .board import BoardKeeper
 from .metrics import Metrics
 from .route import Route
 from .settings import Settings
@@ -39,6 +40,8 @@ class Frontdoor:
         self.started_at = route_mod.now_iso()
         self.started_monotonic = time.monotonic()
         self.metrics = Metrics()
+        # What the orchestrator publishes for the operator's page (dashboard.py).
+        self.board = BoardKeeper(settings.state_dir / "board.json" if settings.state_dir else None)
         # The route and the pause flag are ours alone; admission reads them through ``self``.
         self.admission = Admission(self, settings.max_queued_body_bytes)
         self.relays = RelayLimit(settings.max_active_relays)
