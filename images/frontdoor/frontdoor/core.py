@@ -1,8 +1,9 @@
 """The frontdoor's state, in one place: settings, the route, admission, metrics, the upstream pool.
 
-One ``Frontdoor`` lives per process. The admin API is the only writer of the route and the pause
-flag; it calls ``set_route``/``set_paused``, which swap the route and push its limits into
-``Admission`` synchronously (no await between), so no request ever sees a half-applied route.
+One ``Frontdoor`` lives per process and is the one owner of the route and the pause flag. The
+admin API is their only writer; it calls ``set_route``/``set_paused``, which swap them and tell
+``Admission`` synchronously (no await between). Admission keeps no copy: it reads the route in
+force through this object each time it decides, so no request ever sees a half-applied route.
 The route is persisted after it is applied: a full disk must not keep a new model from serving.
 """
 
@@ -15,7 +16,7 @@ import time
 from urllib.parse import urlsplit
 
 from . import route as route_mod
-from .admission import Admission
+from .admission import Admission, RelayLimit
 from .metrics import Metrics
 from .route import Route
 from .settings import Settings
@@ -38,11 +39,10 @@ class Frontdoor:
         self.started_at = route_mod.now_iso()
         self.started_monotonic = time.monotonic()
         self.metrics = Metrics()
-        self.admission = Admission(
-            route.limits.max_active_generations, route.limits.queue_timeout_s, route.switch_hold_s
-        )
+        # The route and the pause flag are ours alone; admission reads them through ``self``.
+        self.admission = Admission(self, settings.max_queued_body_bytes)
+        self.relays = RelayLimit(settings.max_active_relays)
         self._pool: Pool | None = None
-        self._apply()
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -73,9 +73,8 @@ class Frontdoor:
     def set_route(self, new: Route) -> None:
         """Apply a route at once, then persist it. Raises ``OSError`` if it could not be saved
         (the route is applied regardless: serving matters more than the file)."""
-        self.route = new
+        self._swap(new)
         self.route_origin = "admin API"
-        self._apply()
         path = self.settings.route_file
         if path is None:
             return
@@ -109,16 +108,14 @@ class Frontdoor:
                 "or for the orchestrator to set the route",
             }
         )
-        self.route = waiting
-        self._apply()
+        self._swap(waiting)
         announced = False
         # Route changes happen on this loop only, so identity tells whether the admin API
         # replaced the route meanwhile.
         while self.route is waiting:
             if await _accepts(restored.upstream_base, interval_s):
                 if self.route is waiting:
-                    self.route = restored
-                    self._apply()
+                    self._swap(restored)
                     if announced:
                         log.warning("restored route: %s answers; serving it", restored.upstream)
                 return
@@ -128,19 +125,15 @@ class Frontdoor:
             await asyncio.sleep(interval_s)  # the re-probe cadence
 
     def set_paused(self, paused: bool) -> None:
+        was_open = self.admission.open
         self.paused = paused
-        self._apply()
+        self.admission.changed(was_open)
 
-    def _apply(self) -> None:
-        r = self.route
-        self.admission.configure(
-            state=r.state,
-            reason=r.reason,
-            cap=r.limits.max_active_generations,
-            queue_timeout_s=r.limits.queue_timeout_s,
-            hold_s=r.switch_hold_s,
-            paused=self.paused,
-        )
+    def _swap(self, route: Route) -> None:
+        # Synchronous, no await: no request sees the new route before admission has followed.
+        was_open = self.admission.open
+        self.route = route
+        self.admission.changed(was_open)
 
     # -- the request side -----------------------------------------------------------------
 

@@ -30,16 +30,30 @@ from .errors import Refusal
 from .settings import Settings
 from .upstream import Response, UpstreamError, UpstreamTimeout
 
-GENERATION_PATHS = frozenset(
+# Deny by default (DESIGN invariant 6): every POST that reaches the model counts against the cap
+# unless it is on this short list of routes vLLM answers without running the model (tokenizer
+# and chat-template work only). docs/frontdoor.md lists the vLLM 0.32 routes this covers.
+CHEAP_POSTS = frozenset(
     {
-        "/v1/completions",
-        "/v1/chat/completions",
-        "/v1/responses",
-        "/v1/messages",
-        "/inference/v1/generate",
-        "/generative_scoring",
+        "/tokenize",
+        "/detokenize",
+        "/ping",
+        "/v1/messages/count_tokens",
+        "/v1/chat/completions/render",
+        "/v1/completions/render",
+        "/v1/responses/render",
+        "/v1/messages/render",
+        "/cohere/v2/chat/render",
+        "/v1/chat/completions/derender",
+        "/v1/completions/derender",
     }
 )
+
+
+def is_generation(method: str, path: str) -> bool:
+    """Whether a request counts against the cap: any POST not known to be cheap."""
+    return method == "POST" and path not in CHEAP_POSTS
+
 
 # RFC 9110 7.6.1 connection-specific fields, never forwarded either way. ``host`` is replaced
 # by the upstream's (and kept as X-Forwarded-Host); ``content-length`` is recomputed for the
@@ -99,7 +113,8 @@ class Exchange:
 
 async def relay(fd: Frontdoor, scope: Scope, receive: Receive, send: Send) -> None:
     path: str = scope["path"]
-    ex = Exchange(path, scope["method"] == "POST" and path in GENERATION_PATHS)
+    ex = Exchange(path, is_generation(scope["method"], path))
+    relayed = False
     task = asyncio.current_task()
     assert task is not None
     watcher: asyncio.Task[None] | None = None
@@ -115,28 +130,28 @@ async def relay(fd: Frontdoor, scope: Scope, receive: Receive, send: Send) -> No
         if not fd.authorized(scope["headers"]):
             raise errors.unauthorized("missing or wrong API key (send Authorization: Bearer <key>)")
         fd.admission.refuse_if_closed()
+        deadline = time.monotonic() + fd.settings.body_deadline_s
         if ex.generation:
-            body: bytes | AsyncIterator[bytes] = await _read_body(scope, receive, fd.settings)
+            whole = await _read_body(scope, receive, fd.settings, deadline)
+            body: bytes | AsyncIterator[bytes] = whole
             watch()
-            ex.queue_wait = await fd.admission.acquire()
+            ex.queue_wait = await fd.admission.acquire(len(whole))
             ex.admitted = True
             if ex.client_gone:  # granted in the very turn the client left
                 raise ClientGone
             ex.queued = ex.queue_wait > 0
-            route = fd.route  # the route that admitted us: serving, so it has an upstream
-            if rewrite.needed(path, route.limits):
-                assert isinstance(body, bytes)
-                body = rewrite.apply(path, body, route.limits)
-        else:
+            # Read with no await since acquire returned: the route in force that admitted us
+            # (serving, so it has an upstream).
             route = fd.route
-            if route.upstream is None:
-                fd.admission.refuse_if_closed()
-                raise errors.unavailable(
-                    "switching",
-                    "no upstream while the model is being switched; retry later",
-                    fd.admission.retry_after(),
-                )
-            body = await _body_stream(scope, receive, fd.settings, watch)
+            if rewrite.needed(path, route.limits):
+                body = rewrite.apply(path, whole, route.limits)
+        else:
+            fd.relays.enter()
+            relayed = True
+            body = await _body_stream(scope, receive, fd.settings, deadline, watch)
+            # Held while switching (never sent to a stopping upstream); 503 when down/faulted.
+            await fd.admission.hold_while_switching()
+            route = fd.route  # serving: it has an upstream
         await _forward(fd, scope, send, ex, base=route.upstream_base, body=body)
     except Refusal as refusal:
         if ex.client_gone:
@@ -157,6 +172,8 @@ async def relay(fd: Frontdoor, scope: Scope, receive: Receive, send: Send) -> No
         if ex.client_gone:
             ex.status, ex.error = ex.status or 499, ex.error or "client disconnected"
         ex.release(fd)
+        if relayed:
+            fd.relays.leave()
         _account(fd, ex, time.monotonic() - ex.start, scope)
 
 
@@ -170,13 +187,22 @@ async def _watch_disconnect(receive: Receive, task: asyncio.Task[Any], ex: Excha
             return
 
 
-async def _next_body(receive: Receive, idle_s: float) -> tuple[bytes, bool]:
+async def _next_body(receive: Receive, settings: Settings, deadline: float) -> tuple[bytes, bool]:
     """One body message, ``(chunk, more_body)``. A client that sends no body bytes for
-    ``idle_s`` gets a 408 (it would otherwise hold its connection and task for ever)."""
+    ``body_timeout_s``, or has not sent the whole body ``body_deadline_s`` after its headers,
+    gets a 408: a trickle of bytes must not hold a connection and its buffer for ever."""
+    idle_s = settings.body_timeout_s
+    left = deadline - time.monotonic()
     try:
-        async with asyncio.timeout(idle_s):  # a timer handle, no extra task (cf. wait_for)
+        # A timer handle, no extra task (cf. wait_for).
+        async with asyncio.timeout(min(idle_s, max(0.0, left))):
             message = await receive()
     except TimeoutError:
+        if left <= idle_s:
+            raise errors.request_timeout(
+                f"request body not complete within {settings.body_deadline_s:g}s "
+                "(FRONTDOOR_BODY_DEADLINE_S)"
+            ) from None
         raise errors.request_timeout(
             f"no request body bytes received for {idle_s:g}s (FRONTDOOR_BODY_TIMEOUT_S)"
         ) from None
@@ -185,21 +211,23 @@ async def _next_body(receive: Receive, idle_s: float) -> tuple[bytes, bool]:
     return message.get("body", b""), message.get("more_body", False)
 
 
-async def _first_body(scope: Scope, receive: Receive, settings: Settings) -> tuple[bytes, bool]:
+async def _first_body(
+    scope: Scope, receive: Receive, settings: Settings, deadline: float
+) -> tuple[bytes, bool]:
     """The first body message, checked against the cap: ``(chunk, more_body)``."""
     limit = settings.max_body_bytes
     _check_length(scope, limit)
-    chunk, more = await _next_body(receive, settings.body_timeout_s)
+    chunk, more = await _next_body(receive, settings, deadline)
     if not more and len(chunk) > limit:
         raise errors.too_large(limit)
     return chunk, more
 
 
-async def _read_body(scope: Scope, receive: Receive, settings: Settings) -> bytes:
-    chunk, more = await _first_body(scope, receive, settings)
+async def _read_body(scope: Scope, receive: Receive, settings: Settings, deadline: float) -> bytes:
+    chunk, more = await _first_body(scope, receive, settings, deadline)
     parts, size = [chunk], len(chunk)
     while more:
-        chunk, more = await _next_body(receive, settings.body_timeout_s)
+        chunk, more = await _next_body(receive, settings, deadline)
         size += len(chunk)
         if size > settings.max_body_bytes:
             raise errors.too_large(settings.max_body_bytes)
@@ -208,10 +236,14 @@ async def _read_body(scope: Scope, receive: Receive, settings: Settings) -> byte
 
 
 async def _body_stream(
-    scope: Scope, receive: Receive, settings: Settings, on_done: Callable[[], None]
+    scope: Scope,
+    receive: Receive,
+    settings: Settings,
+    deadline: float,
+    on_done: Callable[[], None],
 ) -> bytes | AsyncIterator[bytes]:
     """A small body whole; a large one as a stream that starts the disconnect watch at its end."""
-    first, more = await _first_body(scope, receive, settings)
+    first, more = await _first_body(scope, receive, settings, deadline)
     if not more:
         on_done()
         return first
@@ -220,7 +252,7 @@ async def _body_stream(
         size, more = len(first), True
         yield first
         while more:
-            chunk, more = await _next_body(receive, settings.body_timeout_s)
+            chunk, more = await _next_body(receive, settings, deadline)
             size += len(chunk)
             if size > settings.max_body_bytes:
                 raise errors.too_large(settings.max_body_bytes)

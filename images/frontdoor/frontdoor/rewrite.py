@@ -3,6 +3,11 @@
 Each is per profile (``Limits``) and off by default: rewriting ``model`` to the served name, an
 output-token default and cap, and default ``chat_template_kwargs`` where the client's values win.
 When none applies to a path, the body is relayed byte for byte (image requests included).
+
+Only the JSON generation routes below are rewritten; other generations (audio uploads, pooling,
+scoring) pass untouched. ``/invocations`` (SageMaker) is vLLM's alias for chat or completions,
+chosen by the body: it gets the rewrite of the route it stands for, so it cannot bypass a cap.
+Whatever the bytes, a body that cannot be parsed or written back gets a 400, never a 500.
 """
 
 from __future__ import annotations
@@ -14,35 +19,59 @@ from .errors import bad_request
 from .route import Limits
 
 CHAT = "/v1/chat/completions"
+COMPLETIONS = "/v1/completions"
+INVOCATIONS = "/invocations"
 
 # Which body fields carry the output-token budget, per endpoint.
 TOKEN_FIELDS: dict[str, tuple[str, ...]] = {
     CHAT: ("max_completion_tokens", "max_tokens"),
-    "/v1/completions": ("max_tokens",),
+    COMPLETIONS: ("max_tokens",),
     "/v1/messages": ("max_tokens",),
     "/v1/responses": ("max_output_tokens",),
 }
 
 
+# The JSON generation routes whose ``model`` may be rewritten.
+MODEL_PATHS = frozenset(
+    {*TOKEN_FIELDS, INVOCATIONS, "/inference/v1/generate", "/generative_scoring"}
+)
+
+
 def needed(path: str, limits: Limits) -> bool:
     """Whether a generation on ``path`` must be parsed at all under these limits."""
+    if path not in MODEL_PATHS:
+        return False
     if limits.rewrite_request_model and limits.served_model_name:
         return True
-    if path in TOKEN_FIELDS and (limits.default_max_output_tokens or limits.max_output_tokens):
+    tokens = bool(limits.default_max_output_tokens or limits.max_output_tokens)
+    if tokens and (path in TOKEN_FIELDS or path == INVOCATIONS):
         return True
-    return path == CHAT and bool(limits.chat_template_kwargs)
+    return path in (CHAT, INVOCATIONS) and bool(limits.chat_template_kwargs)
 
 
 def apply(path: str, body: bytes, limits: Limits) -> bytes:
-    """The rewritten body. Raises a 400 ``Refusal`` when the body is not a JSON object."""
+    """The rewritten body. Raises a 400 ``Refusal`` when the body is not a JSON object, or holds
+    what cannot be relayed faithfully (a lone surrogate, an integer past Python's digit limit,
+    nesting past the recursion limit)."""
     try:
         data = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise bad_request(f"request body is not valid JSON: {exc}") from None
+    except ValueError as exc:  # an integer with more digits than int() accepts
+        raise bad_request(f"request body has a number too long to handle: {exc}") from None
+    except RecursionError:
+        raise bad_request("request body is nested too deeply") from None
     if not isinstance(data, dict):
         raise bad_request("request body must be a JSON object")
+    if path == INVOCATIONS:  # vLLM routes it to chat when it has messages, else completions
+        path = CHAT if "messages" in data else COMPLETIONS
     rewrite_fields(path, data, limits)
-    return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
+    try:
+        return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
+    except UnicodeEncodeError:
+        raise bad_request("request body holds a lone UTF-16 surrogate (e.g. \\ud800)") from None
+    except RecursionError:
+        raise bad_request("request body is nested too deeply") from None
 
 
 def rewrite_fields(path: str, data: dict[str, Any], limits: Limits) -> None:

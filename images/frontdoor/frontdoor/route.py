@@ -38,6 +38,8 @@ class Limits(BaseModel):
 
     max_active_generations: int = Field(default=4, ge=1)
     queue_timeout_s: float = Field(default=30.0, ge=0)
+    # How many generations may wait for a place (queued or held); more get 503 queue_full.
+    max_queued_generations: int = Field(default=64, ge=0)
     log_events: bool = False
     default_max_output_tokens: int | None = Field(default=None, ge=1)
     max_output_tokens: int | None = Field(default=None, ge=1)
@@ -82,6 +84,7 @@ def standalone(settings: Settings) -> Route:
     limits = Limits(
         max_active_generations=settings.max_active_generations,
         queue_timeout_s=settings.queue_timeout_s,
+        max_queued_generations=settings.max_queued_generations,
         log_events=settings.log_events,
         default_max_output_tokens=settings.default_max_output_tokens,
         max_output_tokens=settings.max_output_tokens,

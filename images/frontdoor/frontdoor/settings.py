@@ -64,6 +64,12 @@ class Settings(BaseModel):
     keepalive_timeout_s: int = 5
     header_timeout_s: float = Field(default=30.0, gt=0)
     body_timeout_s: float = Field(default=60.0, gt=0)
+    body_deadline_s: float = Field(default=300.0, gt=0)
+    max_header_bytes: int = Field(default=64 * 1024, ge=1024)
+    max_headers: int = Field(default=100, ge=8)
+    max_queued_generations: int = Field(default=64, ge=0)
+    max_queued_body_bytes: int = Field(default=256 * 1024 * 1024, ge=1)
+    max_active_relays: int = Field(default=64, ge=1)
     model_slot: ModelSlotMeta = ModelSlotMeta()
 
     @property
@@ -115,6 +121,12 @@ class Settings(BaseModel):
             "keepalive_timeout_s": r.integer("FRONTDOOR_KEEPALIVE_TIMEOUT_S", minimum=1),
             "header_timeout_s": r.number("FRONTDOOR_HEADER_TIMEOUT_S"),
             "body_timeout_s": r.number("FRONTDOOR_BODY_TIMEOUT_S"),
+            "body_deadline_s": r.number("FRONTDOOR_BODY_DEADLINE_S"),
+            "max_header_bytes": r.integer("FRONTDOOR_MAX_HEADER_BYTES", minimum=1024),
+            "max_headers": r.integer("FRONTDOOR_MAX_HEADERS", minimum=8),
+            "max_queued_generations": r.integer("FRONTDOOR_MAX_QUEUED_GENERATIONS"),
+            "max_queued_body_bytes": r.integer("FRONTDOOR_MAX_QUEUED_BODY_BYTES", minimum=1),
+            "max_active_relays": r.integer("FRONTDOOR_MAX_ACTIVE_RELAYS", minimum=1),
             "model_slot": ModelSlotMeta(
                 name=r.text("MODEL_SLOT_NAME"),
                 title=r.text("MODEL_SLOT_TITLE"),

@@ -15,14 +15,33 @@ from frontdoor.route import Limits, Route, initial, load, save
 from frontdoor.settings import Settings, SettingsError
 
 
-def _adm(
-    cap: int = 1, queue: float = 10.0, hold: float = 10.0, state: str = "serving"
-) -> Admission:
-    adm = Admission(cap, queue, hold)
-    adm.configure(
-        state=state, reason=None, cap=cap, queue_timeout_s=queue, hold_s=hold, paused=False
+class FakeGate:
+    """The route owner, faked: admission reads ``route`` and ``paused`` from it."""
+
+    def __init__(self, route: Route) -> None:
+        self.route = route
+        self.paused = False
+        self.admission = Admission(self, max_queued_body_bytes=1 << 20)
+
+    def set(self, **update: Any) -> None:
+        was_open = self.admission.open
+        self.route = self.route.model_copy(update=update)
+        self.admission.changed(was_open)
+
+
+def _gate(cap: int = 1, queue: float = 10.0, hold: float = 10.0, **limits: Any) -> FakeGate:
+    return FakeGate(
+        Route(
+            upstream="http://127.0.0.1:9",
+            state="serving",
+            switch_hold_s=hold,
+            limits=Limits(max_active_generations=cap, queue_timeout_s=queue, **limits),
+        )
     )
-    return adm
+
+
+def _adm(cap: int = 1, queue: float = 10.0, hold: float = 10.0) -> Admission:
+    return _gate(cap, queue, hold).admission
 
 
 def test_admission_is_fifo() -> None:
@@ -78,20 +97,17 @@ def test_grant_and_cancel_in_the_same_turn_gives_the_slot_back() -> None:
 
 def test_switching_closes_the_gate_and_extends_deadlines_to_the_hold() -> None:
     async def scenario() -> None:
-        adm = _adm(cap=1, queue=0.05, hold=5)
+        gate = _gate(cap=1, queue=0.05, hold=5)
+        adm = gate.admission
         await adm.acquire()
         task = asyncio.create_task(adm.acquire())
         assert await adm.wait_until(lambda: adm.queued == 1, 5)
-        adm.configure(
-            state="switching", reason="x", cap=1, queue_timeout_s=0.05, hold_s=5, paused=False
-        )
+        gate.set(state="switching", reason="x", upstream=None)
         adm.release(
             0.1
         )  # a slot frees during the switch: nobody may be admitted to the old upstream
         assert adm.active == 0 and adm.queued == 1
-        adm.configure(
-            state="serving", reason=None, cap=1, queue_timeout_s=0.05, hold_s=5, paused=False
-        )
+        gate.set(state="serving", reason=None, upstream="http://127.0.0.1:9")
         assert await task >= 0  # admitted by the new route, though far past its queue timeout
         assert adm.active == 1
 
@@ -99,7 +115,8 @@ def test_switching_closes_the_gate_and_extends_deadlines_to_the_hold() -> None:
 
 
 def test_retry_after_grows_with_load() -> None:
-    adm = _adm(cap=2)
+    gate = _gate(cap=2)
+    adm = gate.admission
     idle = adm.retry_after()
     adm.active = 2
     for _ in range(20):
@@ -107,7 +124,7 @@ def test_retry_after_grows_with_load() -> None:
         adm.active += 1
     assert adm.retry_after() > idle
     assert 1 <= adm.retry_after() <= 120
-    adm.configure(state="down", reason="x", cap=2, queue_timeout_s=1, hold_s=1, paused=False)
+    gate.set(state="down", reason="x", upstream=None)
     with pytest.raises(Refusal) as refused:
         adm.refuse_if_closed()
     assert refused.value.status == 503 and refused.value.retry_after
