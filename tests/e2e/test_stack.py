@@ -106,18 +106,23 @@ class Stack:
         return openai.OpenAI(base_url=f"{self.base_url}/v1", api_key="unused", max_retries=0)
 
 
-@pytest.fixture(scope="module")
-def stack(
-    docker_client: docker.DockerClient, tmp_path_factory: pytest.TempPathFactory
+@contextlib.contextmanager
+def compose_stack(
+    docker_client: docker.DockerClient,
+    tmp_path_factory: pytest.TempPathFactory,
+    tag: str,
+    default_profile: str = "cpu-smollm2-135m",
 ) -> Iterator[Stack]:
+    """A compose project of its own (name, network, ports, state dir and slot name from
+    ``tag``), taken down with its model container at the end. Not started: call
+    ``stack.compose("up", "-d")``."""
     for image in IMAGES:
         try:
             docker_client.images.get(image)
         except docker.errors.ImageNotFound:
             pytest.fail(f"{image} is not built; `python -m orchestrator images build` builds it")
-    tag = f"e2e{os.getpid()}"
-    state_dir = tmp_path_factory.mktemp("state")
-    models = tmp_path_factory.mktemp("models")
+    state_dir = tmp_path_factory.mktemp(f"state-{tag}")
+    models = tmp_path_factory.mktemp(f"models-{tag}")
     port = free_port()
     env = {
         **os.environ,
@@ -130,7 +135,7 @@ def stack(
         "MODEL_SLOT_STATE_HOST_DIR": str(state_dir),
         "MODEL_SLOT_STATE_DIR": str(state_dir),  # the host CLI finds the controller here
         "MODEL_SLOT_MODEL_ROOT": str(models),
-        "MODEL_SLOT_DEFAULT_PROFILE": "cpu-smollm2-135m",
+        "MODEL_SLOT_DEFAULT_PROFILE": default_profile,
     }
     stack = Stack(
         f"modelslot-{tag}", env, port, state_dir, env["MODEL_SLOT_CONTAINER_NAME"], docker_client
@@ -148,6 +153,14 @@ def stack(
         )
         with contextlib.suppress(docker.errors.NotFound):
             docker_client.containers.get(stack.container_name).remove(force=True, v=True)
+
+
+@pytest.fixture(scope="module")
+def stack(
+    docker_client: docker.DockerClient, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
+    with compose_stack(docker_client, tmp_path_factory, f"e2e{os.getpid()}") as running:
+        yield running
 
 
 def now() -> str:
