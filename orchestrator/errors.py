@@ -10,7 +10,7 @@
     ├── FrontdoorError             the frontdoor's admin API refused or could not be reached
     ├── BusyError                  another writer holds the slot lock
     ├── ControlError               the controller's control socket failed mid-conversation
-    └── ImageError                 an image, base or wheelhouse step failed
+    └── ImageError                 an image, base or wheelhouse step failed (orchestrator/images)
 
 Each carries enough to say what failed and what to do next; the CLI prints ``str(err)`` to
 stderr and exits non-zero, never a traceback.

@@ -1,4 +1,9 @@
-"""``python -m orchestrator``: list, show and validate profiles; later issues add the rest.
+"""``python -m orchestrator``: the one command line of the slot.
+
+Profiles (``list``, ``show``, ``validate``, ``keys``) live here; the other commands register
+themselves from their own modules: the slot (``switch``, ``status``, ``stop``, ``up``:
+``cli/slot.py``), the evidence tools (``bench``, ``canary``, ``gate``, ``soak``:
+``cli/evidence.py``), ``images``, ``demo`` and ``admin-token``.
 
 Each command is a function ``(args) -> exit code``. Deliberate errors (``ModelSlotError``) are
 printed to stderr without a traceback and exit 1; usage errors exit 2 (argparse's own).
@@ -12,11 +17,11 @@ import sys
 from collections.abc import Sequence
 
 from orchestrator import output
-from orchestrator.cli import admin_token, demo
+from orchestrator.cli import admin_token, demo, parsing, profile_view
 from orchestrator.cli import evidence as evidence_cli
 from orchestrator.cli import slot as slot_cli
 from orchestrator.config import Paths
-from orchestrator.errors import ModelSlotError, ProfileError
+from orchestrator.errors import ModelSlotError
 from orchestrator.images import cli as images_cli
 from orchestrator.profiles import schema
 from orchestrator.profiles.store import Profile, ProfileStore
@@ -26,7 +31,7 @@ def _store() -> ProfileStore:
     return ProfileStore(Paths.from_env().profiles_dir)
 
 
-def _summary(profile: Profile) -> dict[str, str]:
+def _summary(profile: Profile) -> dict[str, str | bool]:
     return {
         "name": profile.name,
         "title": profile.title,
@@ -34,6 +39,7 @@ def _summary(profile: Profile) -> dict[str, str]:
         "status": profile.status,
         "modalities": profile.modalities,
         "purpose": profile.purpose,
+        "gate_image_step": profile.supports_images,
         "extends": profile.chain[1] if len(profile.chain) > 1 else "",
         "hash": profile.hash,
     }
@@ -45,8 +51,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     if args.json:
         output.print_json([_summary(profile) for profile in profiles])
     else:
-        rows = [(p.name, p.status, p.modalities, p.title) for p in profiles]
-        print(output.table(("NAME", "STATUS", "MODALITIES", "TITLE"), rows))
+        print(profile_view.list_table(profiles, wide=args.wide))
     for exc in errors:
         output.error(str(exc))
     if not profiles and not errors:
@@ -76,6 +81,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     if len(profile.chain) > 1:
         print(f"  extends: {' -> '.join(profile.chain[1:])}")
     print(f"  hash:    {profile.hash[:16]}")
+    print("\n".join(profile_view.identity_lines(profile)))
     print()
     rows = [(key, value, profile.origin.get(key, "")) for key, value in sorted(profile.env.items())]
     print(output.table(("KEY", "VALUE", "FROM"), rows))
@@ -114,12 +120,16 @@ def cmd_keys(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m orchestrator",
+        allow_abbrev=False,
         description="Serve one model at a time behind one OpenAI-compatible endpoint.",
     )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", action=parsing.Commands
+    )
 
     p = commands.add_parser("list", help="the profile table")
     p.add_argument("--json", action="store_true", help="one JSON object per profile")
+    p.add_argument("--wide", action="store_true", help="the lab's columns, with each purpose")
     p.set_defaults(func=cmd_list)
 
     p = commands.add_parser("show", help="a resolved profile and its vLLM argv")
@@ -151,9 +161,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         code: int = args.func(args)
-    except ProfileError as exc:
-        output.error(str(exc))
-        return 1
     except ModelSlotError as exc:
         output.error(str(exc))
         return 1

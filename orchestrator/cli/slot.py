@@ -2,7 +2,8 @@
 
 ``switch`` and ``stop`` change the host, so they need the one writer. When a controller runs
 (``up``), they ask it over ``$MODEL_SLOT_STATE_DIR/control.sock`` and stream its progress;
-otherwise they take the slot lock and do the same work in-process with the same ``Switcher``.
+otherwise they take the slot lock and do the same work in-process with the same ``Switcher``
+(both ways live in ``control/writer.py``, which ``gate --switch`` uses too).
 ``status`` only reads and never waits for the lock.
 """
 
@@ -13,32 +14,18 @@ import logging
 import os
 import signal
 import sys
-import time
 from types import FrameType
 from typing import Any
 
-import docker
-import docker.errors
 import httpx
 
 from orchestrator import output
 from orchestrator.config import Paths
-from orchestrator.control import controller
-from orchestrator.control.frontdoor_client import FrontdoorClient
-from orchestrator.control.lock import SlotLock
-from orchestrator.control.state import StateStore
-from orchestrator.control.switch import Switcher, facts_line
-from orchestrator.errors import (
-    BusyError,
-    FrontdoorError,
-    ModelSlotError,
-    PreflightError,
-    ProfileError,
-    SlotError,
-    SwitchFailedError,
-)
-from orchestrator.profiles.store import ProfileStore
-from orchestrator.slot.docker_slot import Slot, SlotConfig
+from orchestrator.control import controller, writer
+from orchestrator.control.switch import facts_line
+from orchestrator.control.writer import WriteResult
+from orchestrator.errors import FrontdoorError, ModelSlotError, ProfileError
+from orchestrator.progress import Progress, ProgressPrinter
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -60,67 +47,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.set_defaults(func=cmd_up)
 
 
-# ---- wiring -------------------------------------------------------------------------------
-def _switcher() -> Switcher:
-    paths = Paths.from_env()
-    try:
-        client = docker.from_env(timeout=120)
-        client.ping()
-    except docker.errors.DockerException as exc:
-        raise SlotError(
-            f"cannot reach the Docker engine ({exc}); is the socket mounted / DOCKER_HOST set?"
-        ) from None
-    drain = os.environ.get("MODEL_SLOT_DRAIN_TIMEOUT_S", "30")
-    try:
-        drain_s = float(drain)
-    except ValueError:
-        raise SlotError(f"MODEL_SLOT_DRAIN_TIMEOUT_S={drain!r}: expected seconds") from None
-    return Switcher(
-        ProfileStore(paths.profiles_dir),
-        Slot(SlotConfig.from_env(), client),
-        state=StateStore(paths.state_dir),
-        frontdoor=FrontdoorClient.from_env(),
-        paths=paths,
-        drain_timeout_s=drain_s,
-    )
-
-
-class Printer:
+def _printer(as_json: bool) -> ProgressPrinter:
     """Progress as it happens: to stdout, or to stderr when stdout carries JSON."""
-
-    def __init__(self, as_json: bool) -> None:
-        self.out = sys.stderr if as_json else sys.stdout
-        self.t0 = time.monotonic()
-
-    def __call__(self, event: dict[str, Any]) -> None:
-        kind = event.get("event")
-        at = f"[{time.monotonic() - self.t0:7.2f}s]"
-        if kind == "phase":
-            status = event.get("status")
-            if status == "start":
-                line = f"{at} {event.get('phase')} ..."
-            else:
-                detail = event.get("detail") or event.get("failed") or ""
-                mark = "ok" if status == "done" else "FAILED"
-                line = f"{at} {event.get('phase')} {mark} in {event.get('duration_s', 0):.2f}s" + (
-                    f"  {detail}" if detail else ""
-                )
-        elif kind == "step":
-            line = f"{at}   {event.get('phase')}: {event.get('text')}"
-        elif kind == "queued":
-            line = f"{at} queued behind {event.get('ahead')} command(s) at the controller"
-        elif kind == "failure":
-            line = f"{at} FAILED: {event.get('error')}"
-            tail = event.get("log_tail") or ""
-            if tail:
-                line += "\n  last log lines of the new container:\n" + _indent(tail)
-        else:
-            return
-        print(line, file=self.out, flush=True)
-
-
-def _indent(text: str, prefix: str = "    ") -> str:
-    return "\n".join(prefix + line for line in text.rstrip().splitlines()[-40:])
+    return ProgressPrinter(sys.stderr if as_json else sys.stdout)
 
 
 def _print_report(report: dict[str, Any]) -> None:
@@ -145,78 +74,47 @@ def _print_report(report: dict[str, Any]) -> None:
         print("  phases: " + ", ".join(f"{p['name']} {p['duration_s']:.2f}s" for p in phases))
 
 
-def _refusal_outcome(exc: ModelSlotError) -> str:
-    if isinstance(exc, (PreflightError, ProfileError)):
-        return "refused"
-    if isinstance(exc, BusyError):
-        return "busy"
-    return "error"
-
-
-def _run_writer(request: dict[str, Any], as_json: bool, purpose: str, action: str) -> int:
-    """Run ``switch``/``stop`` through the controller if one listens, else in-process."""
-    paths = Paths.from_env()
-    progress = Printer(as_json)
-    result = controller.ask(paths.state_dir, request, progress)
-    if result is None:
-        result = _in_process(request, progress, purpose)
-    else:
+def _render_result(
+    result: WriteResult, progress: Progress, as_json: bool, body: dict[str, Any]
+) -> int:
+    """Render how a ``switch``/``stop`` ended; ``body`` is the JSON when there is no report."""
+    if result.by_controller:
         progress({"event": "step", "phase": "control", "text": "done by the running controller"})
-    report = result.get("report")
     if as_json:
-        body = dict(report) if report else {"action": action, "profile": request.get("profile")}
-        if not result.get("ok"):
-            body.setdefault("outcome", result.get("outcome", "error"))
-            if report is None or body.get("outcome") in (None, "running"):
-                body["outcome"] = result.get("outcome", "error")
-            body["error"] = result.get("error")
-        output.print_json(body)
-    elif report:
-        _print_report(report)
-    if not result.get("ok"):
+        out = dict(result.report) if result.report else body
+        if not result.ok:
+            out.setdefault("outcome", result.outcome or "error")
+            if result.report is None or out.get("outcome") in (None, "running"):
+                out["outcome"] = result.outcome or "error"
+            out["error"] = result.error
+        output.print_json(out)
+    elif result.report:
+        _print_report(result.report)
+    if not result.ok:
         if not as_json:
-            output.error(str(result.get("error")))
+            output.error(str(result.error))
         return 1
     return 0
 
 
-def _in_process(request: dict[str, Any], progress: Printer, purpose: str) -> dict[str, Any]:
-    paths = Paths.from_env()
-    lock = SlotLock(paths.state_dir, purpose)
-    start = time.monotonic()
-    try:
-        lock.acquire()
-        switcher = _switcher()
-        waited = time.monotonic() - start
-        if request["op"] == "switch":
-            report = switcher.switch(
-                request["profile"], force=request["force"], progress=progress, lock_wait_s=waited
-            )
-        else:
-            report = switcher.stop(progress=progress, lock_wait_s=waited)
-    except SwitchFailedError as exc:
-        return {"ok": False, "error": str(exc), "report": exc.report}
-    except ModelSlotError as exc:
-        return {"ok": False, "error": str(exc), "outcome": _refusal_outcome(exc)}
-    finally:
-        lock.release()
-    return {"ok": True, "report": report.to_json()}
-
-
 # ---- commands -----------------------------------------------------------------------------
 def cmd_switch(args: argparse.Namespace) -> int:
-    request = {"op": "switch", "profile": args.name, "force": bool(args.force)}
-    return _run_writer(request, args.json, f"switch {args.name}", "switch")
+    progress = _printer(args.json)
+    result = writer.switch(args.name, progress, force=bool(args.force))
+    return _render_result(result, progress, args.json, {"action": "switch", "profile": args.name})
 
 
 def cmd_stop(args: argparse.Namespace) -> int:
-    return _run_writer({"op": "stop"}, bool(getattr(args, "json", False)), "stop", "stop")
+    as_json = bool(getattr(args, "json", False))
+    progress = _printer(as_json)
+    result = writer.stop(progress)
+    return _render_result(result, progress, as_json, {"action": "stop", "profile": None})
 
 
 def collect_status() -> dict[str, Any]:
     """Everything ``status`` shows, as one JSON-able dict. Reads only; takes no lock."""
     paths = Paths.from_env()
-    switcher = _switcher()
+    switcher = writer.switcher_from_env(paths)
     state = switcher.state.load()
     status: dict[str, Any] = {
         "current": state.current,
@@ -377,7 +275,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per readiness probe is noise
     ctl = controller.Controller(
-        _switcher(), default_profile=controller.Controller.default_profile_from_env()
+        writer.switcher_from_env(), default_profile=controller.Controller.default_profile_from_env()
     )
 
     def on_signal(signum: int, frame: FrameType | None) -> None:

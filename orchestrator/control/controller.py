@@ -30,12 +30,13 @@ import queue
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from orchestrator.control.lock import SlotLock
-from orchestrator.control.switch import Progress, Switcher
+from orchestrator.control.switch import Switcher
 from orchestrator.errors import (
     ControlError,
     ModelSlotError,
@@ -45,6 +46,7 @@ from orchestrator.errors import (
     SwitchFailedError,
 )
 from orchestrator.profiles.store import Profile
+from orchestrator.progress import Progress, ProgressEvent
 from orchestrator.slot import facts as facts_mod
 
 log = logging.getLogger("orchestrator.controller")  # the name operators grep for
@@ -427,17 +429,17 @@ def _share_with_docker_group(path: Path) -> None:
         os.chmod(path, 0o660)
 
 
-def _both(send: Progress) -> Progress:
+def _both(send: Callable[[dict[str, Any]], None]) -> Progress:
     """Progress to the asking CLI and to the controller's own log."""
 
-    def progress(event: dict[str, Any]) -> None:
+    def progress(event: ProgressEvent) -> None:
         _log_progress(event)
-        send(event)
+        send(dict(event))
 
     return progress
 
 
-def _log_progress(event: dict[str, Any]) -> None:
+def _log_progress(event: ProgressEvent) -> None:
     if event.get("event") == "phase" and event.get("status") != "start":
         log.info(
             "%s %s %s %s",

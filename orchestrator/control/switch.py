@@ -40,10 +40,9 @@ from orchestrator.errors import (
     SwitchFailedError,
 )
 from orchestrator.profiles.store import Profile, ProfileStore
+from orchestrator.progress import Progress, ProgressEvent, phase_end
 from orchestrator.slot import facts as facts_mod
 from orchestrator.slot.docker_slot import ContainerInfo, Slot
-
-Progress = Callable[[dict[str, Any]], None]
 
 #: Default bound on draining in-flight generations before the old model stops.
 DEFAULT_DRAIN_TIMEOUT_S = 30.0
@@ -55,7 +54,7 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
-def _quiet(_: dict[str, Any]) -> None:
+def _quiet(_: ProgressEvent) -> None:
     return
 
 
@@ -143,11 +142,11 @@ class Switcher:
             record["duration_s"] = round(time.monotonic() - start, 3)
             record["failed"] = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             report.phases.append(record)
-            progress({"event": "phase", "phase": name, "status": "failed", **record})
+            progress(phase_end(record, "failed"))
             raise
         record["duration_s"] = round(time.monotonic() - start, 3)
         report.phases.append(record)
-        progress({"event": "phase", "phase": name, "status": "done", **record})
+        progress(phase_end(record, "done"))
 
     def _step(self, progress: Progress, phase: str) -> Callable[[str], None]:
         def step(text: str) -> None:
@@ -263,7 +262,7 @@ class Switcher:
                 sum(p["duration_s"] for p in report.phases if p["name"] in ("create", "ready")),
                 3,
             )
-            phase["detail"] = _facts_line(found)
+            phase["detail"] = facts_line(found)
         return info, found
 
     def _flip(
@@ -628,7 +627,7 @@ class Switcher:
         return report.frontdoor
 
 
-def _facts_line(found: dict[str, Any]) -> str:
+def facts_line(found: dict[str, Any]) -> str:
     parts = []
     if "kv_cache_tokens" in found:
         parts.append(f"KV cache {found['kv_cache_tokens']:,} tokens")
@@ -648,6 +647,3 @@ def _facts_line(found: dict[str, Any]) -> str:
         if key in found:
             parts.append(f"{label} {found[key]}s")
     return ", ".join(parts) or "no facts in the log"
-
-
-facts_line = _facts_line

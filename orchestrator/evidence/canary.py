@@ -1,4 +1,4 @@
-"""``python -m orchestrator canary``: the lab's deterministic quality canaries.
+"""The lab's deterministic quality canaries (the ``canary`` command: ``cli/canary.py``).
 
 Four cases, each a chat completion at temperature 0, top_p 1 and a fixed seed:
 
@@ -16,8 +16,6 @@ baseline`` is for tiny models whose answers mean nothing: only the hashes count.
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import base64
 import datetime as dt
 import hashlib
@@ -32,11 +30,9 @@ from typing import Any
 
 import httpx
 
-from orchestrator import output
 from orchestrator.errors import ModelSlotError
-from orchestrator.evidence.bench.cli import add_base_url
-from orchestrator.evidence.bench.progress import Progress
 from orchestrator.evidence.bench.runner import no_model, server_info
+from orchestrator.progress import Progress, note
 
 KIND = "model-slot-canary"
 SEED = 1234
@@ -211,7 +207,48 @@ class CanaryConfig:
     saving_baseline: bool = False  # --expect baseline with no baseline yet: this run makes it
 
 
-async def run_canary(config: CanaryConfig, progress: Progress) -> dict[str, Any]:
+@dataclass(frozen=True)
+class CanaryRun:
+    """Every case of one ``canary`` run; ``to_json`` is the saved document (a baseline)."""
+
+    started_at: str
+    base_url: str
+    model: str
+    profile: dict[str, Any] | None
+    settings: dict[str, Any]
+    expect: str
+    repeat: int
+    skipped: dict[str, str]
+    baseline_model: str | None
+    hashes: dict[str, str]
+    results: list[CaseResult]
+    failures: list[str]
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kind": KIND,
+            "version": 1,
+            "started_at": self.started_at,
+            "base_url": self.base_url,
+            "model": self.model,
+            "profile": self.profile,
+            "settings": self.settings,
+            "expect": self.expect,
+            "repeat": self.repeat,
+            "skipped": self.skipped,
+            "baseline_model": self.baseline_model,
+            "hashes": self.hashes,
+            "results": [asdict(result) for result in self.results],
+            "failures": self.failures,
+            "passed": self.passed,
+        }
+
+
+async def run_canary(config: CanaryConfig, progress: Progress) -> CanaryRun:
     """Run the cases ``repeat`` times; the document says what passed and why not."""
     if config.expect == "baseline" and config.baseline is None and not config.saving_baseline:
         raise ModelSlotError(
@@ -249,113 +286,21 @@ async def run_canary(config: CanaryConfig, progress: Progress) -> dict[str, Any]
                             same = result.baseline_sha256 == result.sha256
                             result.baseline = "match" if same else "mismatch"
                 results.append(result)
-                progress(f"canary run {run}/{config.repeat} {case.name}", len(results), total)
+                progress(note(f"canary run {run}/{config.repeat} {case.name}", len(results), total))
     failures = [problem for result in results for problem in result.failures(config.expect)]
     skipped = [case.name for case in CASES if case not in cases]
-    return {
-        "kind": KIND,
-        "version": 1,
-        "started_at": started,
-        "base_url": config.base_url,
-        "model": model,
-        "profile": profile,
-        "settings": config.settings,
-        "expect": config.expect,
-        "repeat": config.repeat,
-        "skipped": dict.fromkeys(skipped, "not an image profile"),
-        "baseline_model": (config.baseline or {}).get("model"),
-        "hashes": dict(first),
-        "results": [asdict(result) for result in results],
-        "failures": failures,
-        "passed": not failures,
-    }
-
-
-def render(document: dict[str, Any]) -> str:
-    rows = [
-        (
-            r["case"],
-            r["run"],
-            "ok" if r["success"] else "ERROR",
-            "yes" if r["expected_pass"] else "no",
-            r["baseline"],
-            r["sha256"][:12],
-            (r["usage"] or {}).get("completion_tokens", "-"),
-            json.dumps(r["content"])[:48],
-        )
-        for r in document["results"]
-    ]
-    lines = [
-        f"canary: {document['model']} at {document['base_url']} (expect: {document['expect']}, "
-        f"temperature 0, top_p 1, seed {document['settings'].get('seed')})",
-        output.table(
-            ("CASE", "RUN", "REQUEST", "EXPECTED", "BASELINE", "SHA256", "TOKENS", "CONTENT"), rows
-        ),
-    ]
-    lines += [f"skipped {name}: {why}" for name, why in document["skipped"].items()]
-    if document.get("baseline_model") and document["baseline_model"] != document["model"]:
-        lines.append(
-            f"note: the baseline is from model {document['baseline_model']}, "
-            f"not {document['model']}"
-        )
-    lines += [f"FAIL {problem}" for problem in document["failures"]]
-    lines.append("PASS" if document["passed"] else f"FAILED ({len(document['failures'])} problems)")
-    return "\n".join(lines)
-
-
-def cmd_canary(args: argparse.Namespace) -> int:
-    config = CanaryConfig(
-        base_url=args.base_url,
-        model=args.model,
-        image=args.image,
-        repeat=args.repeat,
-        expect=args.expect,
-        baseline=load_baseline(Path(args.baseline)) if args.baseline else None,
-        saving_baseline=bool(args.save_baseline),
+    baseline_model = (config.baseline or {}).get("model")
+    return CanaryRun(
+        started_at=started,
+        base_url=config.base_url,
+        model=model,
+        profile=profile if isinstance(profile, dict) else None,
+        settings=config.settings,
+        expect=config.expect,
+        repeat=config.repeat,
+        skipped=dict.fromkeys(skipped, "not an image profile"),
+        baseline_model=None if baseline_model is None else str(baseline_model),
+        hashes=dict(first),
+        results=results,
+        failures=failures,
     )
-    if args.repeat < 1:
-        raise ModelSlotError("--repeat must be at least 1")
-    document = asyncio.run(run_canary(config, Progress("canary", quiet=args.quiet)))
-    if args.save_baseline:
-        if not all(r["success"] for r in document["results"]):
-            output.error("not saving a baseline from a run with failed requests")
-        else:
-            output.write_json(Path(args.save_baseline), document)
-    if args.json_out:
-        output.write_json(Path(args.json_out), document)
-    if args.json:
-        output.print_json(document)
-    else:
-        print(render(document))
-        if args.save_baseline:
-            print(f"baseline saved to {args.save_baseline}")
-    return 0 if document["passed"] else 1
-
-
-def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = commands.add_parser(
-        "canary",
-        help="deterministic quality canaries, compared with a saved baseline",
-        description="The lab's quality canaries (exact_ok, copy_phrase, small_arithmetic, and "
-        "red_image for image profiles) at temperature 0, top_p 1, a fixed seed; per-case sha256 "
-        "compared with a saved baseline. Exit 1 on a wrong answer or a baseline mismatch.",
-    )
-    add_base_url(p)
-    p.add_argument("--model", help="default: the first model /v1/models lists")
-    p.add_argument("--repeat", type=int, default=1, help="run every case N times (stress loop)")
-    p.add_argument(
-        "--expect",
-        choices=("answers", "baseline"),
-        default="answers",
-        help="answers: the expected answer must come; baseline: only the hashes count "
-        "(tiny models)",
-    )
-    p.add_argument("--baseline", help="a canary result saved earlier; hashes must match")
-    p.add_argument("--save-baseline", metavar="FILE", help="save this run as a baseline")
-    image = p.add_mutually_exclusive_group()
-    image.add_argument("--image", dest="image", action="store_true", default=None)
-    image.add_argument("--no-image", dest="image", action="store_false")
-    p.add_argument("--json-out", help="write the JSON result here")
-    p.add_argument("--json", action="store_true")
-    p.add_argument("--quiet", action="store_true")
-    p.set_defaults(func=cmd_canary)

@@ -1,7 +1,8 @@
-"""``python -m orchestrator gate PROFILE``: the lab's validation gate, against the live endpoint.
+"""The lab's validation gate against the live endpoint (the ``gate`` command: ``cli/gate.py``).
 
 The profile must already be the one being served (``/status`` names it, or, straight at vLLM,
-``/v1/models`` lists its served name); ``--switch`` switches to it first. Then seven steps, each
+``/v1/models`` lists its served name); ``switch=True`` (``--switch``) switches to it first,
+through ``control.writer`` like the ``switch`` command. Then seven steps, each
 ``pass``, ``fail`` or ``skipped`` with a reason, and each with its numbers:
 
     1 models       /v1/models reports the served name and max_model_len of the profile
@@ -12,35 +13,33 @@ The profile must already be the one being served (``/status`` names it, or, stra
     6 concurrency  c2 and c4 throughput and latency
     7 canary       the canaries pass
 
-The report is saved as ``$MODEL_SLOT_STATE_DIR/evidence/gate-<profile>-<hash12>-<time>.json``.
-``--promote`` then sets ``MODEL_SLOT_STATUS=production`` in the profile's own file, only when
-every step passed (skipped steps count as passed: they do not apply to the profile), and
-prints the line it changed. Nothing else in the file is touched.
+``run_gate`` returns a ``GateReport``; the command saves it as
+``$MODEL_SLOT_STATE_DIR/evidence/gate-<profile>-<hash12>-<time>.json``. ``promote`` then sets
+``MODEL_SLOT_STATUS=production`` in the profile's own file, only when every step passed
+(skipped steps count as passed: they do not apply to the profile), and returns the line it
+changed. Nothing else in the file is touched.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import datetime as dt
-import json
+import math
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import httpx
 
-from orchestrator import output
-from orchestrator.config import Paths
+from orchestrator.control import writer
 from orchestrator.errors import ModelSlotError
 from orchestrator.evidence import canary
-from orchestrator.evidence.bench.cli import BenchConfig, add_base_url, run_bench
-from orchestrator.evidence.bench.progress import Progress
+from orchestrator.evidence.bench.run import BenchConfig, BenchResult, run_bench
 from orchestrator.evidence.bench.runner import server_info
 from orchestrator.evidence.bench.workload import Shape
 from orchestrator.profiles.store import Profile, ProfileStore
+from orchestrator.progress import Progress, note
 
 KIND = "model-slot-gate"
 
@@ -105,67 +104,50 @@ async def active_profile(base_url: str, profile: Profile) -> tuple[bool, str]:
     return False, f"/v1/models lists {served}, not {profile.served_model_name!r}"
 
 
-def switch_to(name: str) -> None:
-    """Switch with the orchestrator's own command (lock, preflight, rollback and all)."""
-    try:
-        # lazily: switch.py is owned elsewhere, and cli imports this module
-        from orchestrator.cli.main import build_parser, main  # noqa: PLC0415
-        from orchestrator.control import switch  # noqa: F401, PLC0415
-    except ImportError as exc:
-        raise ModelSlotError(
-            f"--switch: orchestrator.control.switch is not available ({exc})"
-        ) from None
-    commands = next(
-        (
-            action
-            for action in build_parser()._actions
-            if isinstance(action, argparse._SubParsersAction)
-        ),
-        None,
-    )
-    if commands is None or "switch" not in commands.choices:
-        raise ModelSlotError(
-            "--switch: this build has no `switch` command yet; switch to the profile some "
-            "other way, then run the gate without --switch"
-        )
-    code = main(["switch", name])
-    if code != 0:
-        raise ModelSlotError(f"--switch: `switch {name}` failed (exit {code}); gate not run")
+def switch_to(name: str, progress: Progress) -> None:
+    """Switch the way ``python -m orchestrator switch`` does (lock, preflight, rollback and all,
+    through the controller when one runs); a switch that does not end on ``name`` stops the
+    gate."""
+
+    result = writer.switch(name, progress)
+    if not result.ok:
+        raise ModelSlotError(f"--switch: `switch {name}` failed: {result.error}; gate not run")
 
 
 # ---- the steps ----------------------------------------------------------------------------
 
 
-def _level_numbers(document: dict[str, Any]) -> dict[str, Any]:
+def _level_numbers(result: BenchResult) -> dict[str, Any]:
     numbers: dict[str, Any] = {}
-    for level in document["levels"]:
-        s = level["summary"]
-        numbers[f"c{level['concurrency']}"] = {
-            "ok": f"{s['completed']}/{s['requests']}",
-            "output_tok_s": _r(s["output_tok_s"]),
-            "decode_tok_s": _r(s["decode_tok_s"]),
-            "ttft_mean_ms": _ms(s["ttft"]["mean"]),
-            "ttft_p95_ms": _ms(s["ttft"]["p95"]),
-            "tpot_mean_ms": _ms(s["tpot"]["mean"]),
-            "e2e_mean_s": _r(s["e2e"]["mean"], 2),
+    for level in result.levels:
+        s = level.summary
+        numbers[f"c{level.concurrency}"] = {
+            "ok": f"{s.completed}/{s.requests}",
+            "output_tok_s": _r(s.output_tok_s),
+            "decode_tok_s": _r(s.decode_tok_s),
+            "ttft_mean_ms": _ms(s.ttft.mean),
+            "ttft_p95_ms": _ms(s.ttft.p95),
+            "tpot_mean_ms": _ms(s.tpot.mean),
+            "e2e_mean_s": _r(s.e2e.mean, 2),
         }
     return numbers
 
 
-def _r(value: Any, digits: int = 1) -> Any:
-    return None if value is None else round(float(value), digits)
+def _r(value: float, digits: int = 1) -> float | None:
+    """Rounded for the report; NaN (nothing measured) is ``None`` so the JSON stays JSON."""
+    return None if math.isnan(value) else round(value, digits)
 
 
-def _ms(value: Any) -> Any:
-    return None if value is None else round(float(value) * 1000, 1)
+def _ms(value: float) -> float | None:
+    return None if math.isnan(value) else round(value * 1000, 1)
 
 
-def _failures(document: dict[str, Any]) -> list[str]:
-    out = []
-    for level in document["levels"]:
-        for kind, count in level["summary"]["errors"].items():
-            out.append(f"c{level['concurrency']}: {count} x {kind}")
-    return out
+def _failures(result: BenchResult) -> list[str]:
+    return [
+        f"c{level.concurrency}: {count} x {kind}"
+        for level in result.levels
+        for kind, count in level.summary.errors.items()
+    ]
 
 
 class Gate:
@@ -250,13 +232,14 @@ class Gate:
 
     async def decode(self, step: Step) -> None:
         shape = Shape(self.config.decode_prompt_tokens, self.config.decode_tokens)
-        document = await run_bench(self._bench(shape, (1,), 1), self.progress)
-        step.numbers = _level_numbers(document)["c1"]
-        problems = _failures(document)
-        rate = document["levels"][0]["summary"]["decode_tok_s"]
+        result = await run_bench(self._bench(shape, (1,), 1), self.progress)
+        step.numbers = _level_numbers(result)["c1"]
+        problems = _failures(result)
+        rate = result.levels[0].summary.decode_tok_s
+        rate = 0.0 if math.isnan(rate) else rate  # no decode measured counts as none
         if problems:
             step.result, step.reason = "fail", "; ".join(problems)
-        elif self.config.min_decode_tok_s and (rate or 0) < self.config.min_decode_tok_s:
+        elif self.config.min_decode_tok_s and rate < self.config.min_decode_tok_s:
             step.result = "fail"
             step.reason = f"decode {rate:.1f} tok/s < {self.config.min_decode_tok_s}"
         else:
@@ -278,23 +261,23 @@ class Gate:
         problems = []
         for context in contexts:
             shape = Shape(context - out, out)
-            self.progress(f"gate ttft at a {context}-token context")
-            document = await run_bench(self._bench(shape, (1,), 1), self.progress)
-            summary = document["levels"][0]["summary"]
-            ttft = summary["ttft"]["mean"]
+            self.progress(note(f"gate ttft at a {context}-token context"))
+            result = await run_bench(self._bench(shape, (1,), 1), self.progress)
+            ttft = result.levels[0].summary.ttft.mean
             step.numbers[f"ttft_ms_at_{context}"] = _ms(ttft)
-            problems += _failures(document)
-            if self.config.max_ttft_s and (ttft is None or ttft > self.config.max_ttft_s):
-                problems.append(f"TTFT at {context}: {ttft} s > {self.config.max_ttft_s} s")
+            problems += _failures(result)
+            if self.config.max_ttft_s and (math.isnan(ttft) or ttft > self.config.max_ttft_s):
+                shown = "none measured" if math.isnan(ttft) else f"{ttft} s"
+                problems.append(f"TTFT at {context}: {shown} > {self.config.max_ttft_s} s")
         step.result = "fail" if problems else "pass"
         step.reason = "; ".join(problems + notes) or "all contexts served"
 
     async def concurrency(self, step: Step) -> None:
         shape = Shape(self.config.decode_prompt_tokens, self.config.decode_tokens)
         bench = self._bench(shape, self.config.levels, self.config.requests_per_level)
-        document = await run_bench(bench, self.progress)
-        step.numbers = _level_numbers(document)
-        problems = _failures(document)
+        result = await run_bench(bench, self.progress)
+        step.numbers = _level_numbers(result)
+        problems = _failures(result)
         step.result = "fail" if problems else "pass"
         step.reason = "; ".join(problems) or "every request served in full"
 
@@ -306,17 +289,13 @@ class Gate:
             expect=self.config.canary_expect,
             baseline=self.config.canary_baseline,
         )
-        document = await canary.run_canary(config, self.progress)
+        run = await canary.run_canary(config, self.progress)
         step.numbers = {
-            r["case"]: {
-                "content": r["content"],
-                "sha256": r["sha256"][:12],
-                "baseline": r["baseline"],
-            }
-            for r in document["results"]
+            r.case: {"content": r.content, "sha256": r.sha256[:12], "baseline": r.baseline}
+            for r in run.results
         }
-        step.result = "pass" if document["passed"] else "fail"
-        step.reason = "; ".join(document["failures"]) or f"expect {document['expect']}: all pass"
+        step.result = "pass" if run.passed else "fail"
+        step.reason = "; ".join(run.failures) or f"expect {run.expect}: all pass"
 
     def plan(self) -> list[tuple[Step, Callable[[Step], Awaitable[None]]]]:
         c = self.config
@@ -341,7 +320,9 @@ class Gate:
         steps: list[Step] = []
         plan = self.plan()
         for index, (step, action) in enumerate(plan, start=1):
-            self.progress(f"gate step {step.number} {step.name}: {step.what}", index, len(plan))
+            self.progress(
+                note(f"gate step {step.number} {step.name}: {step.what}", index, len(plan))
+            )
             blocked = next((s for s in steps if s.number <= 2 and s.result == "fail"), None)
             if blocked is not None:
                 step.reason = f"step {blocked.number} ({blocked.name}) failed"
@@ -350,7 +331,9 @@ class Gate:
                     await action(step)
                 except (ModelSlotError, httpx.HTTPError, ValueError, KeyError) as exc:
                     step.result, step.reason = "fail", f"{type(exc).__name__}: {exc}"[:400]
-            self.progress(f"gate step {step.number} {step.name}: {step.result} {step.reason[:80]}")
+            self.progress(
+                note(f"gate step {step.number} {step.name}: {step.result} {step.reason[:80]}")
+            )
             steps.append(step)
         return steps
 
@@ -402,147 +385,69 @@ def promote(store: ProfileStore, profile: Profile) -> str:
     return f"{path}: {change}"
 
 
-# ---- the command --------------------------------------------------------------------------
+# ---- one whole gate -----------------------------------------------------------------------
 
 
-def _flat(numbers: dict[str, Any], prefix: str = "") -> list[str]:
-    """``key=value`` pairs, nested dicts as ``outer.inner``, long text shortened."""
-    pairs: list[str] = []
-    for key, value in numbers.items():
-        if isinstance(value, dict):
-            pairs += _flat(value, f"{prefix}{key}.")
-        elif isinstance(value, str):
-            text = json.dumps(value)
-            pairs.append(f"{prefix}{key}={text[:40] + '...' if len(text) > 40 else text}")
-        else:
-            pairs.append(f"{prefix}{key}={value}")
-    return pairs
+@dataclass
+class GateReport:
+    """One gate run; ``to_json`` is the evidence file."""
+
+    profile: Profile
+    config: GateConfig
+    active: str  # what the endpoint said about the profile being served
+    started_at: dt.datetime
+    finished_at: dt.datetime
+    steps: list[Step]
+    promoted: str | None = None  # the line ``promote`` changed
+
+    @property
+    def passed(self) -> bool:
+        """Skipped steps count as passed: they do not apply to the profile."""
+        return all(step.result != "fail" for step in self.steps)
+
+    @property
+    def file_name(self) -> str:
+        stamp = self.started_at.strftime("%Y%m%dT%H%M%SZ")
+        return f"gate-{self.profile.name}-{self.profile.hash[:12]}-{stamp}.json"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kind": KIND,
+            "version": 1,
+            "profile": {
+                "name": self.profile.name,
+                "hash": self.profile.hash,
+                "status": self.profile.status,
+                "path": str(self.profile.path),
+            },
+            "base_url": self.config.base_url,
+            "active": self.active,
+            "started_at": self.started_at.isoformat(timespec="seconds"),
+            "finished_at": self.finished_at.isoformat(timespec="seconds"),
+            "config": {k: v for k, v in asdict(self.config).items() if k != "canary_baseline"},
+            "steps": [step.to_json() for step in self.steps],
+            "passed": self.passed,
+            "promoted": self.promoted,
+        }
 
 
-def render(report: dict[str, Any]) -> str:
-    rows = [
-        (step["number"], step["name"], step["result"].upper(), step["reason"])
-        for step in report["steps"]
-    ]
-    profile = report["profile"]
-    lines = [
-        f"gate {profile['name']} (hash {profile['hash'][:12]}, status {profile['status']}) "
-        f"at {report['base_url']}",
-        output.table(("#", "STEP", "RESULT", "WHY"), rows),
-        "",
-    ]
-    for step in report["steps"]:
-        if step["numbers"]:
-            lines.append(f"{step['number']} {step['name']}: " + " ".join(_flat(step["numbers"])))
-    lines.append("PASSED: every step passed or does not apply" if report["passed"] else "FAILED")
-    return "\n".join(lines)
-
-
-def _tuple(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(part) for part in text.split(",") if part.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected numbers like 2,4, not {text!r}") from None
-
-
-def cmd_gate(args: argparse.Namespace) -> int:
-    paths = Paths.from_env()
-    store = ProfileStore(Path(args.profiles_dir) if args.profiles_dir else paths.profiles_dir)
-    profile = store.load(args.profile)
-    progress = Progress("gate", quiet=args.quiet)
-    active, why = asyncio.run(active_profile(args.base_url, profile))
+def run_gate(
+    profile: Profile, config: GateConfig, progress: Progress, *, switch: bool
+) -> GateReport:
+    """Check that ``profile`` is served (switching to it first when ``switch``), then run the
+    seven steps."""
+    active, why = asyncio.run(active_profile(config.base_url, profile))
     if not active:
-        if not args.switch:
+        if not switch:
             raise ModelSlotError(
-                f"{profile.name} is not being served at {args.base_url}: {why}. Switch first "
+                f"{profile.name} is not being served at {config.base_url}: {why}. Switch first "
                 f"(`python -m orchestrator switch {profile.name}`) or pass --switch"
             )
-        progress(f"switching to {profile.name} ({why})")
-        switch_to(profile.name)
-        active, why = asyncio.run(active_profile(args.base_url, profile))
+        progress(note(f"switching to {profile.name} ({why})"))
+        switch_to(profile.name, progress)
+        active, why = asyncio.run(active_profile(config.base_url, profile))
         if not active:
             raise ModelSlotError(f"after the switch, {profile.name} is still not served: {why}")
-    config = GateConfig(
-        base_url=args.base_url,
-        decode_prompt_tokens=args.decode_prompt_tokens,
-        decode_tokens=args.decode_tokens,
-        ttft_contexts=args.ttft_contexts,
-        ttft_output_tokens=args.ttft_output_tokens,
-        levels=args.levels,
-        requests_per_level=args.requests_per_level,
-        min_decode_tok_s=args.min_decode_tok_s,
-        max_ttft_s=args.max_ttft_s,
-        canary_expect=args.canary_expect,
-        canary_baseline=canary.load_baseline(Path(args.canary_baseline))
-        if args.canary_baseline
-        else None,
-    )
     started = dt.datetime.now(dt.UTC)
     steps = asyncio.run(Gate(profile, config, progress).run())
-    passed = all(step.result != "fail" for step in steps)
-    report = {
-        "kind": KIND,
-        "version": 1,
-        "profile": {
-            "name": profile.name,
-            "hash": profile.hash,
-            "status": profile.status,
-            "path": str(profile.path),
-        },
-        "base_url": args.base_url,
-        "active": why,
-        "started_at": started.isoformat(timespec="seconds"),
-        "finished_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "config": {k: v for k, v in asdict(config).items() if k != "canary_baseline"},
-        "steps": [step.to_json() for step in steps],
-        "passed": passed,
-        "promoted": None,
-    }
-    state_dir = Path(args.state_dir) if args.state_dir else paths.state_dir
-    evidence = state_dir / "evidence"
-    evidence.mkdir(parents=True, exist_ok=True)
-    stamp = started.strftime("%Y%m%dT%H%M%SZ")
-    path = evidence / f"gate-{profile.name}-{profile.hash[:12]}-{stamp}.json"
-    if args.promote and passed:
-        report["promoted"] = promote(store, profile)
-    output.write_json(path, report)
-    if args.json:
-        output.print_json(report)
-    else:
-        print(render(report))
-        print(f"report: {path}")
-    if args.promote:
-        if passed:
-            print(f"promoted: {report['promoted']}")
-        else:
-            print(f"not promoted: a step failed; {profile.name} stays {profile.status}")
-    return 0 if passed else 1
-
-
-def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = commands.add_parser(
-        "gate",
-        help="the 7-step validation gate; --promote marks a passing profile production",
-        description="Validation gate against the live endpoint, which must serve PROFILE.",
-    )
-    p.add_argument("profile", metavar="PROFILE")
-    add_base_url(p)
-    p.add_argument("--switch", action="store_true", help="switch to PROFILE first if needed")
-    p.add_argument("--promote", action="store_true", help="set status production if all pass")
-    p.add_argument("--decode-prompt-tokens", type=int, default=128)
-    p.add_argument("--decode-tokens", type=int, default=256, help="steps 4 and 6")
-    p.add_argument(
-        "--ttft-contexts", type=_tuple, default=(16384, 32768), help="step 5, e.g. 16384,32768"
-    )
-    p.add_argument("--ttft-output-tokens", type=int, default=16)
-    p.add_argument("--levels", type=_tuple, default=(2, 4), help="step 6 concurrency levels")
-    p.add_argument("--requests-per-level", type=int, help="step 6; default 2 x concurrency")
-    p.add_argument("--min-decode-tok-s", type=float, help="step 4 fails below this")
-    p.add_argument("--max-ttft-s", type=float, help="step 5 fails above this")
-    p.add_argument("--canary-expect", choices=("answers", "baseline"), default="answers")
-    p.add_argument("--canary-baseline", help="a saved canary result (needed for baseline)")
-    p.add_argument("--profiles-dir", help="default $MODEL_SLOT_PROFILES_DIR or ./profiles")
-    p.add_argument("--state-dir", help="default $MODEL_SLOT_STATE_DIR or ./state")
-    p.add_argument("--json", action="store_true")
-    p.add_argument("--quiet", action="store_true")
-    p.set_defaults(func=cmd_gate)
+    return GateReport(profile, config, why, started, dt.datetime.now(dt.UTC), steps)

@@ -1,4 +1,4 @@
-"""``python -m orchestrator soak``: checks on a schedule for hours, one row per cycle.
+"""Soak: checks on a schedule for hours, one row per cycle (the ``soak`` command: ``cli/soak.py``).
 
 Each cycle checks ``/status`` (when a frontdoor answers), ``/v1/models``, runs the canary and a
 short decode check, and appends a row to ``soak.tsv`` and ``soak.jsonl``: cycle, time, quality,
@@ -12,8 +12,6 @@ the anomalies with their details, and throughput mean and range.
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import datetime as dt
 import json
 import math
@@ -26,13 +24,12 @@ from typing import Any, Protocol
 import httpx
 
 from orchestrator import output
-from orchestrator.config import Paths
 from orchestrator.errors import ModelSlotError
 from orchestrator.evidence import canary
-from orchestrator.evidence.bench.cli import BenchConfig, add_base_url, run_bench
-from orchestrator.evidence.bench.progress import Progress
+from orchestrator.evidence.bench.run import BenchConfig, run_bench
 from orchestrator.evidence.bench.runner import server_info
 from orchestrator.evidence.bench.workload import Shape
+from orchestrator.progress import Progress, note
 
 KIND = "model-slot-soak"
 COLUMNS = ("cycle", "time", "quality", "baseline", "ttft_ms", "wall_tok_s", "status", "detail")
@@ -85,7 +82,7 @@ async def check_cycle(config: SoakConfig, progress: Progress) -> dict[str, Any]:
     elif config.model and config.model not in [m.get("id") for m in models.get("data", [])]:
         anomalies.append(f"/v1/models does not list {config.model}")
     if model:
-        document = await canary.run_canary(
+        run = await canary.run_canary(
             canary.CanaryConfig(
                 base_url=config.base_url,
                 model=model,
@@ -94,15 +91,15 @@ async def check_cycle(config: SoakConfig, progress: Progress) -> dict[str, Any]:
             ),
             progress,
         )
-        answers_ok = all(r["success"] and r["expected_pass"] for r in document["results"])
+        answers_ok = all(r.success and r.expected_pass for r in run.results)
         if config.canary_expect == "baseline":  # a tiny model: its answers are not judged
             row["quality"] = "unjudged"
         else:
             row["quality"] = "pass" if answers_ok else "fail"
         if config.baseline is not None:
-            states = {r["baseline"] for r in document["results"]}
+            states = {r.baseline for r in run.results}
             row["baseline"] = "match" if states == {"match"} else "mismatch"
-        anomalies += [f"canary: {problem}" for problem in document["failures"]]
+        anomalies += [f"canary: {problem}" for problem in run.failures]
         bench = await run_bench(
             BenchConfig(
                 base_url=config.base_url,
@@ -114,14 +111,11 @@ async def check_cycle(config: SoakConfig, progress: Progress) -> dict[str, Any]:
             ),
             progress,
         )
-        summary = bench["levels"][0]["summary"]
-        row["ttft_ms"] = (
-            None if summary["ttft"]["mean"] is None else round(summary["ttft"]["mean"] * 1000, 1)
-        )
-        row["wall_tok_s"] = (
-            None if summary["output_tok_s"] is None else round(summary["output_tok_s"], 2)
-        )
-        anomalies += [f"decode: {count} x {kind}" for kind, count in summary["errors"].items()]
+        summary = bench.levels[0].summary
+        ttft, rate = summary.ttft.mean, summary.output_tok_s
+        row["ttft_ms"] = None if math.isnan(ttft) else round(ttft * 1000, 1)
+        row["wall_tok_s"] = None if math.isnan(rate) else round(rate, 2)
+        anomalies += [f"decode: {count} x {kind}" for kind, count in summary.errors.items()]
     row["status"] = "anomaly" if anomalies else "clean"
     row["detail"] = "; ".join(anomalies)
     return row
@@ -181,10 +175,10 @@ class Soak:
         while start + k * self.interval_s < deadline:
             wait = start + k * self.interval_s - self.clock.now()
             if wait > 0:
-                self.progress(f"soak: cycle {k + 1}/{self.planned} starts in {wait:.0f}s")
+                self.progress(note(f"soak: cycle {k + 1}/{self.planned} starts in {wait:.0f}s"))
                 self.clock.sleep(wait)
             number = k + 1
-            self.progress(f"soak cycle {number}", number, self.planned)
+            self.progress(note(f"soak cycle {number}", number, self.planned))
             when = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
             try:
                 row = self.cycle_fn(number)
@@ -193,9 +187,11 @@ class Soak:
             row = {"cycle": number, "time": when, **row}
             self._append(row)
             self.progress(
-                f"soak cycle {number}: {row.get('status')} quality={row.get('quality')} "
-                f"baseline={row.get('baseline')} tok/s={row.get('wall_tok_s')} "
-                f"{row.get('detail') or ''}"
+                note(
+                    f"soak cycle {number}: {row.get('status')} quality={row.get('quality')} "
+                    f"baseline={row.get('baseline')} tok/s={row.get('wall_tok_s')} "
+                    f"{row.get('detail') or ''}"
+                )
             )
             k += 1
             now = self.clock.now()
@@ -204,7 +200,7 @@ class Soak:
                 self.missed_slots += 1
         remaining = deadline - self.clock.now()
         if remaining > 0:
-            self.progress(f"soak: last cycle done, sleeping {remaining:.0f}s to the deadline")
+            self.progress(note(f"soak: last cycle done, sleeping {remaining:.0f}s to the deadline"))
             self.clock.sleep(remaining)
         summary = summarize(self.rows, self.missed_slots)
         summary.update(
@@ -249,79 +245,3 @@ def summarize(rows: list[dict[str, Any]], missed_slots: int = 0) -> dict[str, An
         "ttft_ms": _range(ttfts),
         "passed": bool(rows) and not anomalies,
     }
-
-
-def render(summary: dict[str, Any]) -> str:
-    rate, ttft = summary["wall_tok_s"], summary["ttft_ms"]
-    lines = [
-        f"soak: {summary['clean_cycles']}/{summary['cycles']} cycles clean over "
-        f"{summary['elapsed_s']:.0f}s (interval {summary['interval_s']:.0f}s, "
-        f"{summary['missed_slots']} slots skipped)",
-        f"wall tok/s: mean {rate['mean']} range {rate['min']}..{rate['max']}",
-        f"TTFT ms:    mean {ttft['mean']} range {ttft['min']}..{ttft['max']}",
-    ]
-    lines += [
-        f"anomaly cycle {a['cycle']} at {a['time']}: {a['detail']}" for a in summary["anomalies"]
-    ]
-    lines.append(f"rows: {summary['out_dir']}/soak.tsv, soak.jsonl; summary.json")
-    return "\n".join(lines)
-
-
-def cmd_soak(args: argparse.Namespace) -> int:
-    config = SoakConfig(
-        base_url=args.base_url,
-        duration_s=args.duration_s,
-        interval_s=args.interval_s,
-        prompt_tokens=args.prompt_tokens,
-        output_tokens=args.output_tokens,
-        canary_expect=args.canary_expect,
-        baseline=canary.load_baseline(Path(args.baseline)) if args.baseline else None,
-        model=args.model,
-    )
-    if config.canary_expect == "baseline" and config.baseline is None:
-        raise ModelSlotError("--canary-expect baseline needs --baseline FILE")
-    progress = Progress("soak", quiet=args.quiet)
-    if args.out_dir:
-        out_dir = Path(args.out_dir)
-    else:
-        stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-        out_dir = Paths.from_env().state_dir / "evidence" / f"soak-{stamp}"
-
-    def cycle(number: int) -> dict[str, Any]:
-        return asyncio.run(check_cycle(config, progress))
-
-    soak = Soak(
-        config.duration_s,
-        config.interval_s,
-        cycle,
-        out_dir=out_dir,
-        clock=RealClock(),
-        progress=progress,
-    )
-    summary = soak.run()
-    if args.json:
-        output.print_json(summary)
-    else:
-        print(render(summary))
-    return 0 if summary["passed"] else 1
-
-
-def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = commands.add_parser(
-        "soak",
-        help="canary + decode check every interval for a duration; TSV/JSON rows and a summary",
-        description="Soak: every --interval-s for --duration-s, check /status, /v1/models, "
-        "the canary and a decode check.",
-    )
-    add_base_url(p)
-    p.add_argument("--duration-s", type=float, default=28800.0)
-    p.add_argument("--interval-s", type=float, default=900.0)
-    p.add_argument("--prompt-tokens", type=int, default=128, help="decode check shape")
-    p.add_argument("--output-tokens", type=int, default=128, help="decode check shape")
-    p.add_argument("--canary-expect", choices=("answers", "baseline"), default="answers")
-    p.add_argument("--baseline", help="canary baseline to compare hashes with")
-    p.add_argument("--model", help="default: the first model /v1/models lists")
-    p.add_argument("--out-dir", help="default $MODEL_SLOT_STATE_DIR/evidence/soak-<time>")
-    p.add_argument("--json", action="store_true")
-    p.add_argument("--quiet", action="store_true")
-    p.set_defaults(func=cmd_soak)

@@ -17,8 +17,8 @@ from pathlib import Path
 import docker
 import docker.errors
 
-from orchestrator.images.errors import ImageError
-from orchestrator.images.progress import Progress
+from orchestrator.errors import ImageError
+from orchestrator.progress import Progress, note
 
 LOCAL_BASE = "modelslot/debian:bookworm-local"
 SUITE = "bookworm"
@@ -94,17 +94,17 @@ def ensure_base(
 ) -> str:
     """Return ``tag``, building it first when it is missing (or when ``force``)."""
     if current(client, tag) and not force:
-        progress.step(f"base {tag}: present, reused")
+        progress(note(f"base {tag}: present, reused"))
         return tag
     if exists(client, tag):
-        progress.step(f"base {tag}: present but not built with {', '.join(PACKAGES)}; rebuilding")
+        progress(note(f"base {tag}: present but not built with {', '.join(PACKAGES)}; rebuilding"))
     if shutil.which("debootstrap") is None:
         raise ImageError(
             f"{tag} is missing and debootstrap is not installed: apt-get install debootstrap"
         )
     with tempfile.TemporaryDirectory(prefix="model-slot-base-") as tmp:
         tree = Path(tmp) / "rootfs"
-        progress.step(f"base {tag}: debootstrap {SUITE} from {mirror}")
+        progress(note(f"base {tag}: debootstrap {SUITE} from {mirror}"))
         result = subprocess.run(
             debootstrap_command(tree, mirror), capture_output=True, text=True, check=False
         )
@@ -116,7 +116,7 @@ def ensure_base(
             for path in (tree / leftover).glob("*"):
                 if path.is_file():
                     path.unlink()
-        progress.step(f"base {tag}: docker import")
+        progress(note(f"base {tag}: docker import"))
         _import(tree, tag)
-    progress.step(f"base {tag}: built")
+    progress(note(f"base {tag}: built"))
     return tag

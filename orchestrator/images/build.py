@@ -16,6 +16,7 @@ import os
 import subprocess
 import tarfile
 import tempfile
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,10 +25,10 @@ from typing import Any
 import docker
 import docker.errors
 
+from orchestrator.errors import ImageError
 from orchestrator.images import wheelhouse
 from orchestrator.images.base import LOCAL_BASE
-from orchestrator.images.errors import ImageError
-from orchestrator.images.progress import Progress
+from orchestrator.progress import Progress, detail, note
 
 MANIFEST_LABEL = "org.modelslot.manifest"
 REPO_ROOT = wheelhouse.REPO_ROOT
@@ -287,16 +288,16 @@ def build_one(
     tag: str | None = None,
 ) -> BuildResult:
     """Build ``image`` unless its current manifest already matches; return what happened."""
-    started = progress.elapsed()
+    started = time.monotonic()
     target_tag = tag or image.tag
     base_ref = _base_ref(image, offline, dockerfile_base_default(image))
     if base_ref is None:
         raise ImageError(f"{image.dockerfile}: no ARG BASE_IMAGE default")
-    progress.step(f"{image.key}: wheelhouse from {wheelhouse.lock_path(image.lock).name}")
+    progress(note(f"{image.key}: wheelhouse from {wheelhouse.lock_path(image.lock).name}"))
     wheelhouse.fetch(image.lock, progress)
     base_id = image_id(client, base_ref)
     if base_id is None and not offline:
-        progress.step(f"{image.key}: pulling {base_ref}")
+        progress(note(f"{image.key}: pulling {base_ref}"))
         try:
             client.images.pull(base_ref)
         except docker.errors.APIError as exc:
@@ -310,10 +311,10 @@ def build_one(
     current = make_manifest(image, base_ref, base_id, git_revision())
     existing = read_manifest(client, target_tag)
     if existing is not None and not no_cache and not stale_reasons(existing[0], current):
-        progress.step(f"{image.key}: {target_tag} is up to date (built {existing[1]}), skipped")
+        progress(note(f"{image.key}: {target_tag} is up to date (built {existing[1]}), skipped"))
         found = client.images.get(target_tag)
         return BuildResult(image.key, target_tag, True, 0.0, int(found.attrs.get("Size", 0)))
-    progress.step(f"{image.key}: building {target_tag} FROM {base_ref}")
+    progress(note(f"{image.key}: building {target_tag} FROM {base_ref}"))
     with tempfile.TemporaryFile(prefix="model-slot-context-") as context:
         _write_context(image, context)
         context.seek(0)
@@ -332,23 +333,23 @@ def build_one(
         )
         for chunk in stream:
             if "error" in chunk:
-                detail = "\n".join(log_tail[-30:])
-                raise ImageError(f"{image.key}: docker build failed: {chunk['error']}\n{detail}")
+                tail = "\n".join(log_tail[-30:])
+                raise ImageError(f"{image.key}: docker build failed: {chunk['error']}\n{tail}")
             text = str(chunk.get("stream", "")).rstrip()
             if not text:
                 continue
             log_tail.append(text)
             if text.startswith("Step "):
-                progress.step(f"{image.key}: {text}")
+                progress(note(f"{image.key}: {text}"))
             else:
-                progress.detail(text)
+                progress(detail(text))
     built = client.images.get(target_tag)
     for extra in extra_tags:
         repository, _, version = extra.rpartition(":")
         built.tag(repository, version)
-    seconds = progress.elapsed() - started
+    seconds = time.monotonic() - started
     size = int(built.attrs.get("Size", 0))
-    progress.step(f"{image.key}: built {target_tag} in {seconds:.0f}s, {size / 2**30:.2f} GiB")
+    progress(note(f"{image.key}: built {target_tag} in {seconds:.0f}s, {size / 2**30:.2f} GiB"))
     return BuildResult(image.key, target_tag, False, seconds, size)
 
 

@@ -15,11 +15,11 @@ from typing import Any
 import docker
 import docker.errors
 
+from orchestrator.errors import ImageError
 from orchestrator.images import base as base_mod
 from orchestrator.images import build as build_mod
 from orchestrator.images import wheelhouse
-from orchestrator.images.errors import ImageError
-from orchestrator.images.progress import Progress
+from orchestrator.progress import Progress, ProgressPrinter, note
 
 BUILD_TIMEOUT_S = 3600
 
@@ -32,13 +32,13 @@ def _client() -> docker.DockerClient:
 
 
 def _run(args: argparse.Namespace, body: Any) -> int:
-    progress = Progress(verbose=bool(getattr(args, "verbose", False)))
+    progress = ProgressPrinter(verbose=bool(getattr(args, "verbose", False)), decimals=1)
     try:
         result: int = body(progress)
     except ImageError as exc:
         print(f"images: {exc}", file=sys.stderr)
         return 1
-    progress.step("done")
+    progress(note("done"))
     return result
 
 

@@ -27,8 +27,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from orchestrator.images.errors import ImageError
-from orchestrator.images.progress import Progress
+from orchestrator.errors import ImageError
+from orchestrator.progress import Progress, detail, note
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -104,7 +104,6 @@ LOCK_SPECS: dict[str, LockSpec] = {
             "uvicorn==0.54.0",
             "uvloop==0.23.0",
             "httptools==0.9.0",
-            "httpx==0.28.1",
             "pydantic==2.14.4",
             # Build backend for the frontdoor's own pyproject; used in the builder stage only.
             "setuptools==78.1.1",
@@ -204,7 +203,7 @@ def wheel_name_version(filename: str) -> tuple[str, str]:
 
 def _pip(args: Sequence[str], progress: Progress) -> None:
     command = [sys.executable, "-m", "pip", *args]
-    progress.detail(" ".join(command))
+    progress(detail(" ".join(command)))
     result = subprocess.run(command, check=False, capture_output=True, text=True)
     if result.returncode != 0:
         tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-25:])
@@ -265,10 +264,10 @@ def lock(image: str, progress: Progress) -> list[LockEntry]:
     with tempfile.TemporaryDirectory(prefix="model-slot-lock-") as tmp:
         folder = Path(tmp)
         if spec.requirements:
-            progress.step(f"{image}: resolving {len(spec.requirements)} requirement(s)")
+            progress(note(f"{image}: resolving {len(spec.requirements)} requirement(s)"))
             _pip(["download", "--only-binary=:all:", "-d", tmp, *spec.requirements], progress)
         if spec.no_deps:
-            progress.step(f"{image}: fetching {' '.join(spec.no_deps)} without dependencies")
+            progress(note(f"{image}: fetching {' '.join(spec.no_deps)} without dependencies"))
             _pip(
                 ["download", "--no-deps", "--only-binary=:all:", "-d", tmp, *spec.no_deps],
                 progress,
@@ -277,14 +276,14 @@ def lock(image: str, progress: Progress) -> list[LockEntry]:
         for wheel in sorted(folder.glob("*.whl")):
             name, version = wheel_name_version(wheel.name)
             if name in spec.exclude:
-                progress.detail(f"excluded {wheel.name}")
+                progress(detail(f"excluded {wheel.name}"))
                 continue
             stored = _store(wheel)
             entries[name] = LockEntry(name, version, stored.parent.name)
     path = lock_path(image)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(render_lock(image, entries.values()), encoding="utf-8")
-    progress.step(f"{image}: wrote {path.relative_to(REPO_ROOT)} ({len(entries)} wheels)")
+    progress(note(f"{image}: wrote {path.relative_to(REPO_ROOT)} ({len(entries)} wheels)"))
     return list(entries.values())
 
 
@@ -294,7 +293,7 @@ def fetch(image: str, progress: Progress) -> Path:
     missing = [entry for entry in entries if _cached(entry) is None]
     if missing:
         _check_host_python()
-        progress.step(f"{image}: downloading {len(missing)} of {len(entries)} wheels")
+        progress(note(f"{image}: downloading {len(missing)} of {len(entries)} wheels"))
         with tempfile.TemporaryDirectory(prefix="model-slot-wheels-") as tmp:
             partial_lock = Path(tmp) / "missing.lock"
             partial_lock.write_text("\n".join(e.line() for e in missing) + "\n", encoding="utf-8")
@@ -315,7 +314,7 @@ def fetch(image: str, progress: Progress) -> Path:
             for wheel in target.glob("*.whl"):
                 _store(wheel)
     else:
-        progress.step(f"{image}: all {len(entries)} wheels are in the cache ({cache_dir()})")
+        progress(note(f"{image}: all {len(entries)} wheels are in the cache ({cache_dir()})"))
     house = wheelhouse_path(image)
     house.mkdir(parents=True, exist_ok=True)
     wanted: set[str] = set()
@@ -339,5 +338,5 @@ def fetch(image: str, progress: Progress) -> Path:
         if stale.name not in wanted:
             stale.unlink()
     size = sum(p.stat().st_size for p in house.iterdir())
-    progress.step(f"{image}: wheelhouse ready, {len(wanted)} wheels, {size / 2**20:.0f} MiB")
+    progress(note(f"{image}: wheelhouse ready, {len(wanted)} wheels, {size / 2**20:.0f} MiB"))
     return house

@@ -209,6 +209,9 @@ KEYS: dict[str, KeySpec] = {
     "FRONTDOOR_QUEUE_TIMEOUT_S": _spec(
         "frontdoor", _number(0), "seconds a generation may queue (0 = fail fast)", "0"
     ),
+    "FRONTDOOR_MAX_QUEUED_GENERATIONS": _spec(
+        "frontdoor", _integer(0), "generations that may wait for a place (more: 503)", "64"
+    ),
     "FRONTDOOR_LOG_EVENTS": _spec("frontdoor", _flag, "one JSON line per generation", "1"),
     "FRONTDOOR_DEFAULT_MAX_OUTPUT_TOKENS": _spec("frontdoor", _integer(1), "output default"),
     "FRONTDOOR_MAX_OUTPUT_TOKENS": _spec("frontdoor", _integer(1), "output cap"),

@@ -285,6 +285,7 @@ class Profile:
         return {
             "max_active_generations": int(self.get("FRONTDOOR_MAX_ACTIVE_GENERATIONS")),
             "queue_timeout_s": float(self.get("FRONTDOOR_QUEUE_TIMEOUT_S")),
+            "max_queued_generations": int(self.get("FRONTDOOR_MAX_QUEUED_GENERATIONS")),
             "log_events": self.get("FRONTDOOR_LOG_EVENTS") == "1",
             "default_max_output_tokens": optional_int("FRONTDOOR_DEFAULT_MAX_OUTPUT_TOKENS"),
             "max_output_tokens": optional_int("FRONTDOOR_MAX_OUTPUT_TOKENS"),

@@ -31,6 +31,7 @@ class FakeConfig:
     usage: str = "ok"  # ok | missing | short
     status: dict[str, Any] | None = None
     replies: dict[str, str] = field(default_factory=dict)  # substring of the prompt -> reply
+    images: bool = True  # False: refuse image parts with a 400, as a text-only model does
     requests: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -51,6 +52,15 @@ def chat_text(messages: list[dict[str, Any]]) -> str:
         else:
             parts.append(str(content))
     return " ".join(parts)
+
+
+def has_image(messages: list[dict[str, Any]]) -> bool:
+    return any(
+        isinstance(part, dict) and part.get("type") == "image_url"
+        for message in messages
+        if isinstance(message.get("content"), list)
+        for part in message["content"]
+    )
 
 
 def build_app(config: FakeConfig) -> FastAPI:
@@ -85,6 +95,8 @@ def build_app(config: FakeConfig) -> FastAPI:
     async def generate(request: Request, chat: bool) -> Response:
         body = await request.json()
         config.requests.append(body)
+        if chat and not config.images and has_image(body["messages"]):
+            return error(400, f"{config.model} is not a multimodal model: it takes no images")
         if chat:
             text = chat_text(body["messages"])
             prompt_tokens = count(text) + CHAT_TEMPLATE_TOKENS

@@ -284,7 +284,7 @@ class InProcessFrontdoor:
             upstream=live.base_url,
             state="serving",
             profile=Profile(**live.profile.metadata()),
-            limits=Limits(**live.profile.frontdoor_limits()),
+            limits=Limits.model_validate(live.profile.frontdoor_limits()),
         )
         public, admin = bind("127.0.0.1", 0), bind("127.0.0.1", 0)
         settings = Settings(port=public.getsockname()[1], admin_port=admin.getsockname()[1])

@@ -9,6 +9,9 @@ from pathlib import Path
 import pytest
 
 from orchestrator.cli.main import main
+from orchestrator.control import writer
+from orchestrator.control.writer import WriteResult
+from orchestrator.progress import Progress
 
 from .conftest import run_soak
 from .fake_server import FakeServer
@@ -150,16 +153,32 @@ def test_gate_switch_runs_the_switch_command_first(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     fake.config.replies = dict(GOOD)  # serving fake-model, not cpu-tiny's tiny-llama
-    calls: list[list[str]] = []
+    calls: list[tuple[str, bool]] = []
 
-    def switch_command(argv: list[str]) -> int:
-        calls.append(argv)
+    def switch(name: str, progress: Progress, *, force: bool = False) -> WriteResult:
+        calls.append((name, force))
         fake.config.model = "tiny-llama"  # what a successful switch leaves behind
-        return 0
+        return WriteResult(ok=True, report={"outcome": "switched", "profile": name})
 
-    monkeypatch.setattr("orchestrator.cli.main.main", switch_command)
+    monkeypatch.setattr(writer, "switch", switch)
     assert gate(fake, profiles, tmp_path / "state", "--switch") == 0, capsys.readouterr()
-    assert calls == [["switch", "cpu-tiny"]]
+    assert calls == [("cpu-tiny", False)]
+
+
+def test_switch_command_and_gate_switch_run_the_same_function(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`switch` goes through ``control.writer.switch`` too (no argparse round trip in gate)."""
+    calls: list[tuple[str, bool]] = []
+
+    def switch(name: str, progress: Progress, *, force: bool = False) -> WriteResult:
+        calls.append((name, force))
+        return WriteResult(ok=True, report={"action": "switch", "outcome": "switched"})
+
+    monkeypatch.setattr(writer, "switch", switch)
+    assert main(["switch", "cpu-tiny", "--force", "--json"]) == 0
+    assert calls == [("cpu-tiny", True)]
+    assert json.loads(capsys.readouterr().out)["outcome"] == "switched"
 
 
 def test_gate_switch_failure_stops_the_gate(
@@ -169,7 +188,11 @@ def test_gate_switch_failure_stops_the_gate(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    monkeypatch.setattr("orchestrator.cli.main.main", lambda argv: 1)
+    def switch(name: str, progress: Progress, *, force: bool = False) -> WriteResult:
+        return WriteResult(ok=False, error="preflight: no such model dir", outcome="refused")
+
+    monkeypatch.setattr(writer, "switch", switch)
     assert gate(fake, profiles, tmp_path / "state", "--switch") == 1
-    assert "`switch cpu-tiny` failed (exit 1); gate not run" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "`switch cpu-tiny` failed: preflight: no such model dir; gate not run" in err
     assert not (tmp_path / "state" / "evidence").exists()

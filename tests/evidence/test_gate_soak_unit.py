@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from orchestrator.evidence.bench.progress import Progress
 from orchestrator.evidence.gate import promote, set_status
 from orchestrator.evidence.soak import Soak, summarize
 from orchestrator.profiles.store import ProfileStore
+from orchestrator.progress import quiet
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -86,9 +86,7 @@ def run(
             "detail": "",
         }
 
-    soak = Soak(
-        duration, interval, cycle, out_dir=tmp_path, clock=clock, progress=Progress("t", quiet=True)
-    )
+    soak = Soak(duration, interval, cycle, out_dir=tmp_path, clock=clock, progress=quiet)
     summary = soak.run()
     summary["starts"] = starts
     return soak, clock, summary

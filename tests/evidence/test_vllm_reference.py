@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import itertools
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
 
 import pytest
 
@@ -48,3 +53,38 @@ def test_records_from_a_detailed_result_summarize_like_vllm() -> None:
     assert summary.completed == 2 and summary.output_tokens == 6
     assert summary.tpot.mean == pytest.approx(((0.4 - 0.2) / 2 + (0.5 - 0.3) / 2) / 2)
     assert summary.itl.n == 4 and summary.wall_s == 1.0
+
+
+def test_bench_archive_runs_bench_without_the_rest_of_the_orchestrator(tmp_path: Path) -> None:
+    """Regression: after the move to orchestrator/evidence/bench/ the archive packed the wrong
+    directory (``evidence/``), so ``bench`` inside the vLLM container could not import."""
+    with tarfile.open(fileobj=io.BytesIO(vllm_reference.bench_archive())) as tar:
+        tar.extractall(tmp_path, filter="data")
+    root = tmp_path / vllm_reference.BENCH_DIR.rsplit("/", 1)[1]
+    check = (
+        "import runpy, sys; sys.argv = ['x', sys.argv[1], 'bench', '--help']; "
+        f"code = {vllm_reference._BENCH_MAIN!r}; "
+        "import contextlib, io\n"
+        "with contextlib.redirect_stdout(io.StringIO()) as out:\n"
+        "    try:\n"
+        "        exec(code)\n"
+        "    except SystemExit as exc:\n"
+        "        assert exc.code == 0, exc.code\n"
+        "import orchestrator\n"
+        "print(orchestrator.__file__)\n"
+        "print(sorted(m for m in ('docker', 'pydantic') if m in sys.modules))\n"
+        "print('--concurrency' in out.getvalue())\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", check, str(root)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    where, heavy, helped = result.stdout.splitlines()
+    assert where.startswith(str(root))
+    assert heavy == "[]"
+    assert helped == "True"

@@ -98,3 +98,17 @@ def test_image_non_root_persistent_route_clean_stop(frontdoor_container: Any) ->
     container.stop(timeout=20)
     container.reload()
     assert container.attrs["State"]["ExitCode"] == 0  # SIGTERM handled, not killed
+
+
+def test_the_image_carries_no_http_client_only_its_tests_need(
+    docker_client: docker.DockerClient,
+) -> None:
+    """httpx was a runtime dependency though only the frontdoor's tests import it."""
+    probe = "import importlib.util as u; print(sorted(m for m in {} if u.find_spec(m)))"
+    wanted = ("httpx", "httpcore", "fastapi", "uvicorn")
+    out = docker_client.containers.run(
+        IMAGE,
+        entrypoint=["/opt/venv/bin/python3", "-c", probe.format(wanted)],
+        remove=True,
+    )
+    assert out.decode().strip() == "['fastapi', 'uvicorn']"

@@ -23,7 +23,7 @@ import openai
 import pytest
 import uvloop
 from frontdoor.core import Frontdoor
-from frontdoor.route import Limits, Route
+from frontdoor.route import Limits, Profile, Route
 from frontdoor.server import Servers, bind
 from frontdoor.settings import Settings
 
@@ -69,7 +69,7 @@ def _route(server: Any, **limits: Any) -> Route:
     return Route(
         upstream=server.base_url,
         state="serving",
-        profile={"name": "cpu-smollm2-135m", "modalities": "text"},  # type: ignore[arg-type]
+        profile=Profile(name="cpu-smollm2-135m", modalities="text"),
         limits=Limits(served_model_name=server.served_model_name, **limits),
     )
 
@@ -224,3 +224,97 @@ def test_client_hang_up_makes_vllm_abort_the_generation(
         "vLLM to abort the generation after the client hung up",
     )
     wait_until(lambda: front.fd.admission.active == 0, 10, "the frontdoor to free the slot")
+
+
+def _hold_one_generation(front: InProcessFrontdoor, vllm: Any) -> socket.socket:
+    """Start a long streamed generation through the frontdoor and return its socket once vLLM
+    is generating: it holds the frontdoor's one place until the socket is closed."""
+    host, port = front.url.removeprefix("http://").split(":")
+    body = json.dumps(
+        {
+            "model": vllm.served_model_name,
+            "stream": True,
+            "max_tokens": 1500,
+            "ignore_eos": True,
+            "messages": [{"role": "user", "content": "Tell me everything."}],
+        }
+    ).encode()
+    sock = socket.create_connection((host, int(port)))
+    sock.sendall(
+        b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+        b"content-length: %d\r\n\r\n%s" % (len(body), body)
+    )
+    received = b""
+    while received.count(b"data: ") < 2:
+        chunk = sock.recv(65536)
+        assert chunk, "stream ended early"
+        received += chunk
+    return sock
+
+
+# (path, body) for routes vLLM 0.32 runs the model on, beyond the OpenAI ones.
+def _generation_routes(model: str) -> list[tuple[str, dict[str, Any]]]:
+    chat = [{"role": "user", "content": "Say hi."}]
+    return [
+        ("/invocations", {"model": model, "messages": chat, "max_tokens": 2}),  # SageMaker chat
+        ("/invocations", {"model": model, "prompt": "Hi", "max_tokens": 2}),  # and completion
+        ("/v1/chat/completions/batch", {"model": model, "messages": [chat, chat], "max_tokens": 2}),
+    ]
+
+
+def test_every_route_vllm_generates_on_counts_against_the_cap_and_tokenize_does_not(
+    front: InProcessFrontdoor, vllm: Any
+) -> None:
+    """Regression: with every place taken, POST /invocations got 200 (vLLM ran it) while
+    /v1/chat/completions got 503: the cap listed generation paths and vLLM has more. Classified
+    deny-by-default, each counts; the cheap tokenizer routes still pass."""
+    model = vllm.served_model_name
+    paths = set(httpx.get(vllm.base_url + "/openapi.json", timeout=10).json()["paths"])
+    routes = _generation_routes(model)
+    assert {p for p, _ in routes} | {"/tokenize", "/detokenize"} <= paths  # vLLM serves them
+    # With a place free, each really is a generation on vLLM (it answers with model output).
+    for path, body in routes:
+        r = httpx.post(front.url + path, json=body, timeout=60)
+        assert r.status_code == 200, (path, r.text)
+        assert r.json()["choices"], (path, r.text)
+    front.set_route(_route(vllm, max_active_generations=1, queue_timeout_s=0))
+    sock = _hold_one_generation(front, vllm)
+    try:
+        for path, body in routes:
+            r = httpx.post(front.url + path, json=body, timeout=30)
+            assert r.status_code == 503, (path, r.text)
+            assert r.json()["error"]["type"] == "queue_timeout"
+            assert int(r.headers["retry-after"]) >= 1
+        assert _running_requests(vllm.base_url) == 1  # the model ran none of them
+        tokens = httpx.post(front.url + "/tokenize", json={"model": model, "prompt": "Hi"})
+        assert tokens.status_code == 200 and tokens.json()["tokens"], tokens.text
+        text = httpx.post(
+            front.url + "/detokenize", json={"model": model, "tokens": tokens.json()["tokens"]}
+        )
+        assert text.status_code == 200 and text.json()["prompt"], text.text
+        assert httpx.get(front.url + "/v1/models").status_code == 200
+    finally:
+        sock.close()
+        front.set_route(_route(vllm, max_active_generations=4))
+    wait_until(lambda: front.fd.admission.active == 0, 30, "the held generation to end")
+
+
+def test_invocations_gets_the_output_token_cap_of_the_route_it_stands_for(
+    front: InProcessFrontdoor, vllm: Any
+) -> None:
+    """/invocations is vLLM's alias for chat or completions: the profile's output-token cap
+    applies to it too, or it would be a way around the cap."""
+    front.set_route(_route(vllm, max_output_tokens=3))
+    model = vllm.served_model_name
+    try:
+        for body in (
+            {"model": model, "messages": [{"role": "user", "content": "A long story."}]},
+            {"model": model, "prompt": "Once upon a time", "max_tokens": 500},
+        ):
+            r = httpx.post(
+                front.url + "/invocations", json={**body, "ignore_eos": True}, timeout=60
+            )
+            assert r.status_code == 200, r.text
+            assert r.json()["usage"]["completion_tokens"] <= 3
+    finally:
+        front.set_route(_route(vllm, max_active_generations=4))

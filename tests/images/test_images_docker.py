@@ -190,9 +190,14 @@ def test_tiny_llama_answers_deterministically(tiny_server: VllmServer) -> None:
 XPU_CHECK = """
 import importlib.metadata, importlib.util, json, pathlib
 root = pathlib.Path(importlib.util.find_spec("vllm").submodule_search_locations[0])
+hf = pathlib.Path(importlib.util.find_spec("transformers").submodule_search_locations[0])
 print(json.dumps({
     "parallel_state": (root / "distributed/parallel_state.py").read_text(),
     "mamba_utils": (root / "v1/worker/mamba_utils.py").read_text(),
+    "registry": (root / "model_executor/models/registry.py").read_text(),
+    "gemma4_unified_config": (
+        hf / "models/gemma4_unified/configuration_gemma4_unified.py"
+    ).read_text(),
     "transformers": importlib.metadata.version("transformers"),
     "manifest_files": sorted(p.name for p in pathlib.Path("/opt/model-slot").iterdir()),
 }))
@@ -213,6 +218,12 @@ def test_xpu_image_carries_the_patches_and_the_pins(docker_client: docker.Docker
     # Upstream already carries the Mamba pointer fix (patches/README.md).
     assert "src_ptrs=make_buffer(n, dtype=torch.uint64)" in found["mamba_utils"]
     assert found["transformers"] == "5.10.2"
+    # Upstream already carries Gemma 4 unified, and the pinned Transformers its config.
+    assert (
+        '"Gemma4UnifiedForConditionalGeneration": (\n        "gemma4_unified",'
+        in (found["registry"])
+    )
+    assert 'model_type = "gemma4_unified"' in found["gemma4_unified_config"]
     assert {"entrypoint.py", "vllm_argv.py"} <= set(found["manifest_files"])
 
 

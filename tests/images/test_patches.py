@@ -9,6 +9,7 @@ applier, and the applier must refuse, all-or-nothing, a patch that does not fit.
 from __future__ import annotations
 
 import importlib.util
+import re
 import shutil
 import subprocess
 import sys
@@ -26,6 +27,8 @@ NEEDED = (
     "vllm/distributed/parallel_state.py",
     "vllm/platforms/xpu.py",
     "vllm/v1/worker/mamba_utils.py",
+    "vllm/model_executor/models/registry.py",
+    "vllm/model_executor/models/gemma4_unified.py",
 )
 
 
@@ -121,6 +124,76 @@ def test_the_xpu_platform_does_not_force_graphs_off_for_several_gpus(pinned_sour
     """patches/README.md: 0.27.1 only warns for world size > 1, so no switch is carried."""
     source = (pinned_source / "vllm/platforms/xpu.py").read_text()
     assert "world_size" not in source
+
+
+def _multimodal_registry(pinned_source: Path) -> str:
+    """The ``_MULTIMODAL_MODELS`` table of vLLM's model registry, as text."""
+    registry = (pinned_source / "vllm/model_executor/models/registry.py").read_text()
+    table = re.search(r"^_MULTIMODAL_MODELS = \{\n(.*?)^\}", registry, re.MULTILINE | re.DOTALL)
+    assert table is not None, "vLLM's registry has no _MULTIMODAL_MODELS table any more"
+    return table.group(1)
+
+
+@pytest.fixture(scope="module")
+def pinned_transformers() -> zipfile.ZipFile:
+    """The Transformers wheel the XPU image pins (images/vllm-xpu/requirements.lock)."""
+    house = wheelhouse.wheelhouse_path("vllm-xpu")
+    wheels = sorted(house.glob("transformers-5.10.2-*.whl")) if house.is_dir() else []
+    if not wheels:
+        pytest.skip(
+            f"{house} has no transformers 5.10.2: run `python -m orchestrator images wheels`"
+        )
+    return zipfile.ZipFile(wheels[0])
+
+
+def test_gemma4_unified_is_registered_upstream_in_the_pinned_source(
+    pinned_source: Path, pinned_transformers: zipfile.ZipFile
+) -> None:
+    """patches/README.md: the lab's gemma4_unified backport is upstream in 0.27.1, so none is
+    carried. The registry maps the architecture to its module as a multimodal model, the module
+    registers its image processor, and every Transformers class it imports is in Transformers
+    5.10.2 (the XPU image's pin), whose AutoConfig maps model_type gemma4_unified."""
+    entry = re.search(
+        r'"Gemma4UnifiedForConditionalGeneration":\s*\(\s*"gemma4_unified",'
+        r'\s*"Gemma4UnifiedForConditionalGeneration",?\s*\)',
+        _multimodal_registry(pinned_source),
+    )
+    assert entry is not None, "the registry no longer maps Gemma4UnifiedForConditionalGeneration"
+    model = (pinned_source / "vllm/model_executor/models/gemma4_unified.py").read_text()
+    assert re.search(
+        r"@MULTIMODAL_REGISTRY\.register_processor\([^@]*?\)\s*"
+        r"class Gemma4UnifiedForConditionalGeneration\(",
+        model,
+        re.DOTALL,
+    ), "Gemma4UnifiedForConditionalGeneration no longer registers a multimodal processor"
+    imports = re.findall(
+        r"^from (transformers\.models\.gemma4_unified\.\w+) import \(?([\w\s,]+?)\)?$",
+        model,
+        re.MULTILINE,
+    )
+    assert imports, "gemma4_unified.py no longer imports its Transformers classes"
+    names = set(pinned_transformers.namelist())
+    for module, classes in imports:
+        path = module.replace(".", "/") + ".py"
+        assert path in names, f"Transformers 5.10.2 has no {module}"
+        source = pinned_transformers.read(path).decode()
+        for name in (part.strip() for part in classes.split(",")):
+            if name:
+                assert f"class {name}(" in source, f"{module} has no {name}"
+    config = pinned_transformers.read(
+        "transformers/models/gemma4_unified/configuration_gemma4_unified.py"
+    ).decode()
+    assert 'model_type = "gemma4_unified"' in config
+    auto = pinned_transformers.read("transformers/models/auto/auto_mappings.py").decode()
+    assert '("gemma4_unified", "Gemma4UnifiedConfig")' in auto
+
+
+def test_gemma3_is_registered_as_an_image_model_in_the_pinned_source(pinned_source: Path) -> None:
+    """The Gemma 3 profile is text,image (the lab's "Gemma 3 image+text model")."""
+    assert re.search(
+        r'"Gemma3ForConditionalGeneration":\s*\(\s*"gemma3_mm",',
+        _multimodal_registry(pinned_source),
+    )
 
 
 def test_applier_runs_on_the_images_python() -> None:

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.errors import ImageError, ModelSlotError
 from orchestrator.images import wheelhouse
-from orchestrator.images.errors import ImageError
-from orchestrator.images.progress import Progress
+from orchestrator.progress import quiet
 
 SHA = "a" * 64
 
@@ -81,9 +81,9 @@ def test_frontdoor_lock_pins_the_frontdoor_dependencies() -> None:
     assert pins["uvicorn"] == "0.54.0"
     assert pins["uvloop"] == "0.23.0"
     assert pins["httptools"] == "0.9.0"
-    assert pins["httpx"] == "0.28.1"
     assert pins["pydantic"] == "2.14.4"
     assert "torch" not in pins
+    assert not {"httpx", "httpcore"} & set(pins)  # only the frontdoor's tests use httpx
 
 
 def test_xpu_locks_pin_transformers_and_the_substitute_vllm() -> None:
@@ -128,9 +128,9 @@ def test_fetch_serves_from_the_cache_without_pip(
         raise AssertionError("pip must not run when every wheel is cached")
 
     monkeypatch.setattr(wheelhouse, "_pip", no_pip)
-    house = wheelhouse.fetch("fake", Progress())
+    house = wheelhouse.fetch("fake", quiet)
     (house / "stale.whl").write_bytes(b"left over")
-    house = wheelhouse.fetch("fake", Progress())
+    house = wheelhouse.fetch("fake", quiet)
     assert sorted(p.name for p in house.iterdir()) == [wheel.name]
 
 
@@ -146,10 +146,19 @@ def test_fetch_refuses_a_cached_wheel_whose_bytes_do_not_match(
     )
     monkeypatch.setattr(wheelhouse, "_pip", lambda *_: None)
     with pytest.raises(ImageError, match="does not match its hash"):
-        wheelhouse.fetch("fake", Progress())
+        wheelhouse.fetch("fake", quiet)
     assert not (folder / "pkg-1.0-py3-none-any.whl").exists()
 
 
 def test_missing_lock_says_how_to_make_it(fake_image: Path) -> None:
     with pytest.raises(ImageError, match="images lock"):
         wheelhouse.read_lock("fake")
+
+
+def test_image_errors_belong_to_the_one_error_tree() -> None:
+    """Regression: images raised its own RuntimeError subclass, so ``errors.ImageError`` was
+    never raised and ``except ModelSlotError`` (the CLI's handler) missed build failures."""
+    with pytest.raises(ModelSlotError) as caught:
+        wheelhouse.parse_lock("torch\n", "x.lock")
+    assert type(caught.value) is ImageError
+    assert not isinstance(caught.value, RuntimeError)

@@ -15,6 +15,7 @@ from orchestrator.control.controller import Backoff, Controller
 from orchestrator.control.frontdoor_client import FrontdoorClient
 from orchestrator.control.lock import SlotLock
 from orchestrator.errors import BusyError
+from orchestrator.progress import ProgressEvent
 from tests.slot.conftest import ADMIN_TOKEN, Frontdoor
 from tests.slot.fakes import FakeSlot
 from tests.slot.test_switch_policy import make_switcher
@@ -54,7 +55,7 @@ def test_cli_requests_go_through_the_socket_with_progress(
     running: tuple[Controller, FakeSlot], frontdoor: Frontdoor
 ) -> None:
     ctl, fake = running
-    events: list[dict[str, Any]] = []
+    events: list[ProgressEvent] = []
     result = controller.ask(
         ctl.state_dir,
         {"op": "switch", "profile": "cpu-smollm2-135m", "force": False},

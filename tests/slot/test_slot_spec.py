@@ -39,7 +39,7 @@ class _Client:
 def create(profile_name: str, config: SlotConfig, model_root: Path) -> tuple[str, dict[str, Any]]:
     client = _Client()
     profile = ProfileStore(REPO / "profiles").load(profile_name)
-    Slot(config, client).create(profile, model_root)  # type: ignore[arg-type]
+    Slot(config, client).create(profile, model_root)
     return client.containers.created[0]
 
 

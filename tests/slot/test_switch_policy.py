@@ -13,6 +13,7 @@ from orchestrator.control.state import StateStore
 from orchestrator.control.switch import Switcher
 from orchestrator.errors import FrontdoorError, PreflightError, SwitchFailedError
 from orchestrator.profiles.store import ProfileStore
+from orchestrator.progress import ProgressEvent
 from orchestrator.slot.docker_slot import Slot
 from tests.slot.conftest import Frontdoor
 from tests.slot.fakes import FakeSlot
@@ -49,7 +50,7 @@ def test_switch_runs_the_phases_in_order_and_flips_the_route(
 
     fake = Watching()
     switcher = make_switcher(tmp_path, profiles_dir, fake, frontdoor.client())
-    events: list[dict[str, Any]] = []
+    events: list[ProgressEvent] = []
     switcher.switch("cpu-smollm2-135m", progress=events.append)
     report = switcher.switch("cpu-tiny", progress=events.append)
 

@@ -44,35 +44,11 @@ def test_shipped_profile_loads_and_builds_argv(name: str) -> None:
     assert profile.max_model_len >= 16
 
 
-LAB_TABLE = {
-    "minimax-m27-c1": "baseline",
-    "qwen36-35b-a3b-int4-autoround": "research",
-    "gemma3-12b-it-int4-autoround": "research",
-    "gemma4-12b-it-int4-autoround": "research",
-    "gemma4-12b-it-int4-autoround-c8": "production",
-    "gemma4-12b-it-int4-autoround-c10": "experiment-c10",
-    "gemma4-12b-it-int4-autoround-c12": "rejected-device-lost",
-    "gemma4-12b-it-int4-autoround-c16": "experiment-c16",
-    "gemma4-12b-it-int4-autoround-c64": "research-c64",
-    "gemma4-12b-it-int4-autoround-c8-gmem096": "rejected-startup-memory",
-    "gemma4-12b-it-int4-autoround-c8-gmem097": "rejected-startup-memory",
-    "gemma4-12b-it-int4-autoround-c8-cs1-8": "rejected-device-lost",
-    "gemma4-12b-it-int4-autoround-c8-xpugraph-mbt2048": "rejected-device-lost",
-    "gemma4-12b-it-int4-autoround-c8-nolog": "experiment-nolog",
-    "qwen36-27b-fp8-vrfai": "rejected-diagnostic",
-    "qwen36-35b-a3b-fp8": "blocked-native-xpu-fp8",
-    "qwen3-vl-30b-a3b-fp8": "blocked-native-xpu-fp8",
-}
-
-
-def test_the_lab_table_ships_with_its_statuses() -> None:
-    statuses = {name: SHIPPED.load(name).status for name in SHIPPED.names()}
-    for name, status in LAB_TABLE.items():
-        assert statuses.get(name) == status, name
+# The lab's own values (status, modalities, checkpoints, settings): tests/unit/test_lab_profiles.py
 
 
 def test_derived_variants_extend_instead_of_copying() -> None:
-    for name in LAB_TABLE:
+    for name in SHIPPED.names():
         if name.startswith("gemma4-12b-it-int4-autoround-"):
             assert len(SHIPPED.load(name).chain) > 1, f"{name} should use MODEL_SLOT_EXTENDS"
     text = (REPO / "profiles" / "gemma4-12b-it-int4-autoround-c10.env").read_text()
@@ -100,7 +76,6 @@ def test_production_profile_has_the_lab_settings() -> None:
         "cudagraph_mode": "PIECEWISE",
     }
     assert "--enable-prefix-caching" in p.serve_command()
-    assert p.get("VLLM_GPU_MEMORY_UTILIZATION") == "0.95"
 
 
 def test_c64_argv() -> None:
@@ -304,3 +279,25 @@ def test_a_missing_profile_suggests_the_ones_with_all_its_words() -> None:
     assert "(and 3 more)" in hint
     assert suggest("cpu-smolm", known) == "did you mean cpu-smollm2-135m?"  # spelling
     assert suggest("zzz", known) == "`python -m orchestrator list`"
+
+
+def test_the_queue_depth_is_sent_with_the_route_default_64_and_per_profile(
+    tmp_path: Path,
+) -> None:
+    """The frontdoor bounds its generation queue by the route's ``max_queued_generations``;
+    the orchestrator sends FRONTDOOR_MAX_QUEUED_GENERATIONS with the profile's other limits."""
+    write(tmp_path, "p", BASE)
+    write(tmp_path, "q", BASE + "FRONTDOOR_MAX_QUEUED_GENERATIONS=0\n")
+    store = ProfileStore(tmp_path)
+    assert store.load("p").frontdoor_limits()["max_queued_generations"] == 64
+    assert store.load("q").frontdoor_limits()["max_queued_generations"] == 0
+
+
+@pytest.mark.parametrize("name", SHIPPED.names())
+def test_every_shipped_profiles_limits_are_accepted_by_the_frontdoor(name: str) -> None:
+    """The two ends of PUT /admin/route agree: the frontdoor's ``Limits`` forbids unknown keys,
+    so a key the orchestrator sends that the frontdoor does not know fails here, not at a switch."""
+    from frontdoor.route import Limits
+
+    limits = Limits.model_validate(SHIPPED.load(name).frontdoor_limits())
+    assert limits.max_queued_generations >= 0

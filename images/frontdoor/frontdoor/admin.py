@@ -2,17 +2,21 @@
 
 Every call needs ``Authorization: Bearer <token>`` (FRONTDOOR_ADMIN_TOKEN or the file named by
 FRONTDOOR_ADMIN_TOKEN_FILE, read once at start). With no token configured every call is refused.
+The token is checked by a plain ASGI guard in front of FastAPI, before any body is read or
+parsed: a caller without the token learns nothing (a malformed body gets 401, not 422 with
+parse details).
 """
 
 from __future__ import annotations
 
 import hmac
 import time
-from typing import Annotated
 
-from fastapi import Depends, FastAPI, Header, Request
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .core import Frontdoor
 from .errors import Refusal, error_body, unauthorized
@@ -35,33 +39,59 @@ class PauseResult(BaseModel):
     queued_generations: int
 
 
-def build_admin_app(fd: Frontdoor) -> FastAPI:
-    token = fd.settings.admin_token
+class _TokenGuard:
+    """Refuse, with a 401 OpenAI body, any request without the admin token, before FastAPI
+    routes it or reads its body."""
 
-    def require_token(authorization: Annotated[str | None, Header()] = None) -> None:
-        if not token:
-            raise unauthorized(
+    def __init__(self, app: ASGIApp, token: str | None) -> None:
+        self.app = app
+        self.token = token.encode() if token else None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            refusal = self._refusal(scope["headers"])
+            if refusal is not None:
+                body = refusal.body()
+                headers = [*refusal.headers(), (b"content-length", str(len(body)).encode())]
+                await send({"type": "http.response.start", "status": 401, "headers": headers})
+                await send({"type": "http.response.body", "body": body, "more_body": False})
+                return
+        await self.app(scope, receive, send)
+
+    def _refusal(self, headers: list[tuple[bytes, bytes]]) -> Refusal | None:
+        if self.token is None:
+            return unauthorized(
                 "the admin API has no token configured: set FRONTDOOR_ADMIN_TOKEN "
                 "or FRONTDOOR_ADMIN_TOKEN_FILE and restart the frontdoor"
             )
-        scheme, _, offered = (authorization or "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(
-            offered.strip().encode(), token.encode()
-        ):
-            raise unauthorized("missing or wrong admin token (Authorization: Bearer <token>)")
+        authorization = b""
+        for name, value in headers:
+            if name == b"authorization":
+                authorization = value
+        scheme, _, offered = authorization.partition(b" ")
+        if scheme.lower() != b"bearer" or not hmac.compare_digest(offered.strip(), self.token):
+            return unauthorized("missing or wrong admin token (Authorization: Bearer <token>)")
+        return None
 
-    app = FastAPI(
-        title="frontdoor admin",
-        dependencies=[Depends(require_token)],
-        docs_url=None,
-        redoc_url=None,
-        openapi_url=None,
-    )
+
+def build_admin_app(fd: Frontdoor) -> ASGIApp:
+    app = FastAPI(title="frontdoor admin", docs_url=None, redoc_url=None, openapi_url=None)
 
     @app.exception_handler(Refusal)
     async def _refusal(_: Request, exc: Exception) -> Response:
         assert isinstance(exc, Refusal)
         return Response(exc.body(), exc.status, media_type="application/json")
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: Exception) -> Response:
+        # Only a caller with the token gets here (the guard runs first): say what is wrong.
+        assert isinstance(exc, RequestValidationError)
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in e.get('loc', ()))}: {e.get('msg', '')}"
+            for e in exc.errors()
+        )
+        body = error_body(f"invalid request: {problems}", "invalid_request_error")
+        return Response(body, 422, media_type="application/json")
 
     @app.get("/admin/route")
     async def get_route() -> Route:
@@ -101,7 +131,7 @@ def build_admin_app(fd: Frontdoor) -> FastAPI:
         fd.set_paused(False)
         return _pause_result(fd)
 
-    return app
+    return _TokenGuard(app, fd.settings.admin_token)
 
 
 def _pause_result(fd: Frontdoor) -> PauseResult:

@@ -52,7 +52,12 @@ class PublicApp:
         elif path == "/metrics":
             adm = fd.admission
             body = fd.metrics.render(
-                active=adm.active, queued=adm.queued, cap=adm.cap, state=fd.route.state
+                active=adm.active,
+                queued=adm.queued,
+                cap=adm.cap,
+                state=fd.route.state,
+                queued_bytes=adm.queued_bytes,
+                relays=fd.relays.active,
             )
             ctype = b"text/plain; version=0.0.4; charset=utf-8"
         else:

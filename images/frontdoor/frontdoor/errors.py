@@ -3,13 +3,17 @@
 Every refusal is ``{"error": {"message", "type", "param", "code"}}`` (DESIGN invariant 5)::
 
     Refusal                      the base: status, type, message, optional Retry-After
-    ├── 400 invalid_request_error   malformed JSON on a generation path that needs a rewrite
+    ├── 400 invalid_request_error   a body a rewrite cannot handle faithfully (rewrite.py)
     ├── 401 authentication_error    FRONTDOOR_API_KEYS on and the key is missing or wrong
-    ├── 408 request_timeout         headers or body not received in time (FRONTDOOR_*_TIMEOUT_S)
+    ├── 408 request_timeout         body stalled or past FRONTDOOR_BODY_DEADLINE_S
     ├── 413 request_too_large       body over FRONTDOOR_MAX_BODY_BYTES
     ├── 502 backend_error           the upstream refused the connection or broke
-    ├── 503 queue_timeout | switching | paused | down | faulted   (always with Retry-After)
+    ├── 503 queue_timeout | queue_full | too_many_requests | switching | paused | down |
+    │       faulted                 (always with Retry-After)
     └── 504 backend_timeout         the upstream did not answer in time
+
+The request head's refusals (400 malformed, 408 too slow, 431 too large) happen before there is
+an ASGI request at all; ``server.py`` writes them, with ``error_body`` from here.
 """
 
 from __future__ import annotations

@@ -81,7 +81,16 @@ class Metrics:
     def request(self, path: str, status: int) -> None:
         self.requests[(path if path in KNOWN_PATHS else "other", status)] += 1
 
-    def render(self, *, active: int, queued: int, cap: int, state: str) -> bytes:
+    def render(
+        self,
+        *,
+        active: int,
+        queued: int,
+        cap: int,
+        state: str,
+        queued_bytes: int = 0,
+        relays: int = 0,
+    ) -> bytes:
         lines = [
             "# HELP frontdoor_requests_total Requests answered, by path and status.",
             "# TYPE frontdoor_requests_total counter",
@@ -110,6 +119,12 @@ class Metrics:
             "# HELP frontdoor_queued_generations Generations waiting for a place now.",
             "# TYPE frontdoor_queued_generations gauge",
             f"frontdoor_queued_generations {queued}",
+            "# HELP frontdoor_queued_body_bytes Bytes the waiting generations' bodies hold now.",
+            "# TYPE frontdoor_queued_body_bytes gauge",
+            f"frontdoor_queued_body_bytes {queued_bytes}",
+            "# HELP frontdoor_active_relays Requests that are not generations being relayed now.",
+            "# TYPE frontdoor_active_relays gauge",
+            f"frontdoor_active_relays {relays}",
             "# HELP frontdoor_max_active_generations The current cap.",
             "# TYPE frontdoor_max_active_generations gauge",
             f"frontdoor_max_active_generations {cap}",

@@ -54,11 +54,13 @@ def apply(path: str, body: bytes, limits: Limits) -> bytes:
     what cannot be relayed faithfully (a lone surrogate, an integer past Python's digit limit,
     nesting past the recursion limit)."""
     try:
-        data = json.loads(body)
+        data = json.loads(body, parse_constant=_non_finite)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise bad_request(f"request body is not valid JSON: {exc}") from None
     except ValueError as exc:  # an integer with more digits than int() accepts
         raise bad_request(f"request body has a number too long to handle: {exc}") from None
+    except _NonFinite as exc:
+        raise bad_request(f"request body has {exc}, which is not JSON") from None
     except RecursionError:
         raise bad_request("request body is nested too deeply") from None
     if not isinstance(data, dict):
@@ -67,11 +69,22 @@ def apply(path: str, body: bytes, limits: Limits) -> bytes:
         path = CHAT if "messages" in data else COMPLETIONS
     rewrite_fields(path, data, limits)
     try:
-        return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
+        text = json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        return text.encode()
     except UnicodeEncodeError:
         raise bad_request("request body holds a lone UTF-16 surrogate (e.g. \\ud800)") from None
+    except ValueError:  # allow_nan=False: a float that overflowed (1e999) would become Infinity
+        raise bad_request("request body has a number out of range (e.g. 1e999)") from None
     except RecursionError:
         raise bad_request("request body is nested too deeply") from None
+
+
+class _NonFinite(Exception):
+    """``NaN``/``Infinity`` in a body: Python's parser accepts them, JSON does not."""
+
+
+def _non_finite(constant: str) -> None:
+    raise _NonFinite(constant)
 
 
 def rewrite_fields(path: str, data: dict[str, Any], limits: Limits) -> None:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import socket
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import pytest
+from conftest import RunningFrontdoor
 from fd_fakes import FakeUpstream
 from frontdoor.route import Limits, Route
 
@@ -172,7 +174,9 @@ def test_admin_api_is_not_on_the_public_port(upstream: FakeUpstream, start_front
 def test_put_route_rejects_serving_without_upstream(start_frontdoor) -> None:
     front = start_frontdoor()
     r = front.admin("PUT", "/admin/route", json={"state": "serving", "upstream": None})
-    assert r.status_code == 422
+    assert r.status_code in (400, 422)
+    if r.status_code == 422:  # with the token, the details, in an OpenAI body
+        assert r.json()["error"]["type"] == "invalid_request_error"
 
 
 def test_route_persists_across_a_restart(
@@ -264,3 +268,36 @@ def test_an_admin_route_ends_the_wait_for_a_restored_one(
     finally:
         late.stop()
     assert front.fd.route_origin == "admin API"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"{not json", b'{"state": "serving"}', b"\xff" * 100],
+    ids=["not-json", "invalid-route", "not-utf8"],
+)
+def test_admin_put_without_a_token_and_a_malformed_body_gets_401_not_422_parse_details(
+    start_frontdoor: Callable[..., RunningFrontdoor], body: bytes
+) -> None:
+    """Regression: the body was parsed before the token was checked, so a caller without the
+    token got 422 with the parser's details (the route's schema) instead of 401."""
+    front = start_frontdoor(admin_token="right")
+    for headers in ({}, {"authorization": "Bearer wrong"}):
+        r = httpx.put(
+            front.admin_url + "/admin/route",
+            content=body,
+            headers={"content-type": "application/json", **headers},
+            timeout=10,
+        )
+        assert r.status_code == 401, r.text
+        assert r.json()["error"]["type"] == "authentication_error"
+        assert "state" not in r.text and "upstream" not in r.text
+    # With the token the same body is judged on its merits.
+    r = httpx.put(
+        front.admin_url + "/admin/route",
+        content=body,
+        headers={"content-type": "application/json", "authorization": "Bearer right"},
+        timeout=10,
+    )
+    assert r.status_code in (400, 422)
+    if r.status_code == 422:  # with the token, the details, in an OpenAI body
+        assert r.json()["error"]["type"] == "invalid_request_error"

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,8 +18,7 @@ from orchestrator.errors import ModelSlotError
 from orchestrator.evidence.bench.client import RequestRecord, completion_payload, stream_request
 from orchestrator.evidence.bench.metrics import LevelSummary, summarize
 from orchestrator.evidence.bench.workload import Prompt, Shape, Workload
-
-ProgressFn = Callable[[str, int | None, int | None], None]
+from orchestrator.progress import Progress, note
 
 
 @dataclass
@@ -51,7 +49,7 @@ async def run_level(
     prompts: list[Prompt],
     concurrency: int,
     duration_s: float | None = None,
-    progress: ProgressFn | None = None,
+    progress: Progress | None = None,
 ) -> LevelResult:
     """Send ``prompts`` with at most ``concurrency`` in flight. With ``duration_s``, workers
     stop taking new prompts once it has passed (the prompt list is then the upper bound)."""
@@ -82,7 +80,7 @@ async def run_level(
                 await stream_request(client, url, payload, record, level_start=level_start)
             )
             if progress is not None:
-                progress(f"c={concurrency} requests", len(records), total)
+                progress(note(f"c={concurrency} requests", len(records), total))
 
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     records.sort(key=lambda record: record.index)

@@ -14,6 +14,7 @@ other host process instead, which on a busy 2-core box moved TTFT by up to +84%
 
 from __future__ import annotations
 
+import ast
 import io
 import json
 import tarfile
@@ -24,14 +25,14 @@ from typing import Any
 from orchestrator.errors import ModelSlotError
 from orchestrator.evidence.bench.client import RequestRecord
 
-PACKAGE = Path(__file__).resolve().parents[1]
+PACKAGE = Path(__file__).resolve().parents[2]  # orchestrator/
 BENCH_DIR = "/tmp/modelslot-bench"  # noqa: S108 (inside the vLLM container)
 BENCH_RESULT = f"{BENCH_DIR}-result.json"  # the unpacked files belong to root; /tmp is open
 # ``python -m orchestrator`` would import the whole CLI (docker SDK, pydantic); bench does not.
 _BENCH_MAIN = (
     "import argparse, sys; sys.path.insert(0, sys.argv.pop(1)); "
-    "from orchestrator.evidence.bench import cli; parser = argparse.ArgumentParser(prog='bench'); "
-    "cli.register(parser.add_subparsers()); args = parser.parse_args(sys.argv[1:]); "
+    "from orchestrator.cli import bench; parser = argparse.ArgumentParser(prog='bench'); "
+    "bench.register(parser.add_subparsers()); args = parser.parse_args(sys.argv[1:]); "
     "sys.exit(args.func(args))"
 )
 
@@ -142,10 +143,35 @@ def bracketed(before: float, after: float, ours: float, tolerance: float) -> dic
     }
 
 
+def bench_files() -> list[Path]:
+    """``cli/bench.py`` and every orchestrator module it imports, transitively, with their
+    packages' ``__init__`` files: read from the source (``ast``), so the archive follows the
+    code. ``test_vllm_reference`` runs the archive where the docker SDK must not be imported."""
+    wanted = {PACKAGE / "cli" / "bench.py"}
+    todo = list(wanted)
+    while todo:
+        tree = ast.parse(todo.pop().read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("orchestrator"):
+                names = [f"{node.module}.{alias.name}" for alias in node.names]
+                for dotted in [node.module or "", *names]:
+                    parts = dotted.split(".")[1:]
+                    for candidate in (
+                        PACKAGE.joinpath(*parts).with_suffix(".py"),
+                        PACKAGE.joinpath(*parts, "__init__.py"),
+                    ):
+                        if candidate.is_file() and candidate not in wanted:
+                            wanted.add(candidate)
+                            todo.append(candidate)
+    for path in list(wanted):
+        for parent in path.relative_to(PACKAGE).parents:
+            wanted.add(PACKAGE / parent / "__init__.py")
+    return sorted(wanted)
+
+
 def bench_archive() -> bytes:
     """A tar of what ``bench`` imports, to unpack in ``/tmp`` of a container (``put_archive``)."""
-    files = [PACKAGE / "__init__.py", PACKAGE / "errors.py", PACKAGE / "output.py"]
-    files += sorted((PACKAGE / "bench").glob("*.py"))
+    files = bench_files()
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as tar:
         for path in files:

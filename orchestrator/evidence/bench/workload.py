@@ -382,13 +382,17 @@ class Shape:
     shared_prefix_tokens: int = 0  # 0 = cold: a unique nonce starts every prompt
     seed: int = 0
 
+    @property
+    def mode(self) -> str:
+        return "shared-prefix" if self.shared_prefix_tokens else "cold"
+
     def to_json(self) -> dict[str, Any]:
         return {
             "prompt_tokens": self.prompt_tokens,
             "output_tokens": self.output_tokens,
             "chat": self.chat,
             "shared_prefix_tokens": self.shared_prefix_tokens,
-            "mode": "shared-prefix" if self.shared_prefix_tokens else "cold",
+            "mode": self.mode,
             "seed": self.seed,
         }
 

@@ -14,7 +14,7 @@ MAX_LEN = int(os.environ.get("VLLM_MAX_MODEL_LEN", "512"))
 
 
 class Handler(BaseHTTPRequestHandler):
-    def _json(self, code, body):
+    def _json(self, code: int, body: object) -> None:
         data = json.dumps(body).encode()
         self.send_response(code)
         self.send_header("content-type", "application/json")
@@ -22,7 +22,7 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def do_GET(self):
+    def do_GET(self) -> None:
         if self.path == "/health":
             self._json(200, {})
         elif self.path == "/v1/models":
@@ -30,7 +30,7 @@ class Handler(BaseHTTPRequestHandler):
         else:
             self._json(404, {"error": {"message": "not found"}})
 
-    def do_POST(self):
+    def do_POST(self) -> None:
         length = int(self.headers.get("content-length") or 0)
         self.rfile.read(length)
         if self.path == "/v1/completions":
@@ -46,7 +46,7 @@ class Handler(BaseHTTPRequestHandler):
         else:
             self._json(404, {"error": {"message": "not found"}})
 
-    def log_message(self, *args):
+    def log_message(self, format: str, *args: object) -> None:
         return
 
 
