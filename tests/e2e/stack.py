@@ -8,9 +8,12 @@ it with a browser and Prometheus.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +21,7 @@ from typing import Any
 import docker
 import httpx
 import openai
+import pytest
 
 from orchestrator.images.build import IMAGES as BUILT
 from tests.support import wait_until
@@ -95,3 +99,52 @@ class Stack:
 
     def openai(self) -> openai.OpenAI:
         return openai.OpenAI(base_url=f"{self.base_url}/v1", api_key="unused", max_retries=0)
+
+
+@contextlib.contextmanager
+def compose_stack(
+    docker_client: docker.DockerClient,
+    tmp_path_factory: pytest.TempPathFactory,
+    tag: str,
+    default_profile: str = "cpu-smollm2-135m",
+) -> Iterator[Stack]:
+    """A compose project of its own (name, network, ports, state dir and slot name from
+    ``tag``), taken down with its model container at the end. Not started: call
+    ``stack.compose("up", "-d")``."""
+    for image in IMAGES:
+        try:
+            docker_client.images.get(image)
+        except docker.errors.ImageNotFound:
+            pytest.fail(f"{image} is not built; `python -m orchestrator images build` builds it")
+    state_dir = tmp_path_factory.mktemp(f"state-{tag}")
+    models = tmp_path_factory.mktemp(f"models-{tag}")
+    port = free_port()
+    env = {
+        **os.environ,
+        "MODEL_SLOT_PORT": str(port),
+        "MODEL_SLOT_BIND": "127.0.0.1",
+        "MODEL_SLOT_BACKEND_PORT": str(free_port()),
+        "MODEL_SLOT_NETWORK": f"modelslot-{tag}",
+        "MODEL_SLOT_CONTAINER_NAME": f"modelslot-{tag}-model",
+        "MODEL_SLOT_INSTANCE": tag,
+        "MODEL_SLOT_STATE_HOST_DIR": str(state_dir),
+        "MODEL_SLOT_STATE_DIR": str(state_dir),  # the host CLI finds the controller here
+        "MODEL_SLOT_MODEL_ROOT": str(models),
+        "MODEL_SLOT_DEFAULT_PROFILE": default_profile,
+    }
+    stack = Stack(
+        f"modelslot-{tag}", env, port, state_dir, env["MODEL_SLOT_CONTAINER_NAME"], docker_client
+    )
+    try:
+        yield stack
+    finally:
+        subprocess.run(
+            ["docker", "compose", "-p", stack.project, "down", "-v"],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            timeout=300,
+            check=False,
+        )
+        with contextlib.suppress(docker.errors.NotFound):
+            docker_client.containers.get(stack.container_name).remove(force=True, v=True)

@@ -8,14 +8,15 @@ from starlette.types import Receive, Scope, Send
 
 from . import dashboard, watchdog_report
 from .core import Frontdoor
-from .proxy import relay
+from .proxy import relay, send_refusal
 from .status import status
 
-_OWN_PATHS = frozenset({"/health", "/status", "/frontdoor/status", "/metrics"})
+_OWN_PATHS = frozenset({"/health", "/health/ready", "/status", "/frontdoor/status", "/metrics"})
 
 
 class PublicApp:
-    """Answers /health, /status, /frontdoor/status and /metrics itself; relays the rest."""
+    """Answers /health (liveness), /health/ready (readiness), /status, /frontdoor/status and
+    /metrics itself; relays the rest."""
 
     def __init__(self, fd: Frontdoor) -> None:
         self.fd = fd
@@ -43,6 +44,15 @@ class PublicApp:
         fd = self.fd
         if path == "/health":
             body, ctype = b'{"status":"ok"}', b"application/json"
+        elif path == "/health/ready":
+            # For routers and readiness probes: 200 only while a generation could start now.
+            refusal = fd.admission.not_ready()
+            if refusal is not None:
+                fd.metrics.request(path, refusal.status)
+                await send_refusal(send, refusal, cors, head=method == "HEAD")
+                return
+            body = json.dumps({"status": "ready", "profile": fd.route.profile.name}).encode()
+            ctype = b"application/json"
         elif path == "/metrics":
             adm = fd.admission
             body = (

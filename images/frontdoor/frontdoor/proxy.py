@@ -79,6 +79,7 @@ _DROP_REQUEST = HOP_BY_HOP | {
     b"x-forwarded-for",
     b"x-forwarded-proto",
     b"x-forwarded-host",
+    b"x-model-slot-hold",  # ours: the model never sees it
 }
 _EVENT_STREAM = b"text/event-stream"
 
@@ -133,12 +134,13 @@ async def relay(fd: Frontdoor, scope: Scope, receive: Receive, send: Send) -> No
         if not fd.authorized(scope["headers"]):
             raise errors.unauthorized("missing or wrong API key (send Authorization: Bearer <key>)")
         fd.admission.refuse_if_closed()
+        hold = _hold(scope["headers"], fd.settings.hold)
         deadline = time.monotonic() + fd.settings.body_deadline_s
         if ex.generation:
             whole = await _read_body(scope, receive, fd.settings, deadline)
             body: bytes | AsyncIterator[bytes] = whole
             watch()
-            ex.queue_wait = await fd.admission.acquire(len(whole))
+            ex.queue_wait = await fd.admission.acquire(len(whole), hold=hold)
             ex.admitted = True
             fd.liveness.begin(ex)
             if ex.client_gone:  # granted in the very turn the client left
@@ -154,7 +156,7 @@ async def relay(fd: Frontdoor, scope: Scope, receive: Receive, send: Send) -> No
             relayed = True
             body = await _body_stream(scope, receive, fd.settings, deadline, watch)
             # Held while switching (never sent to a stopping upstream); 503 when down/faulted.
-            await fd.admission.hold_while_switching()
+            await fd.admission.hold_while_switching(hold=hold)
             route = fd.route  # serving: it has an upstream
         await _forward(fd, scope, send, ex, base=route.upstream_base, body=body)
     except Refusal as refusal:
@@ -162,7 +164,7 @@ async def relay(fd: Frontdoor, scope: Scope, receive: Receive, send: Send) -> No
             return
         ex.status, ex.error = refusal.status, refusal.type
         fd.metrics.refusals[refusal.type] += 1
-        await _send_refusal(send, refusal, fd.settings.cors_allow_origin)
+        await send_refusal(send, refusal, fd.settings.cors_allow_origin)
     except asyncio.CancelledError:
         if not ex.client_gone:
             raise  # a shutdown, not our watcher: let it propagate
@@ -278,6 +280,23 @@ def _check_length(scope: Scope, limit: int) -> None:
                 raise errors.too_large(limit)
 
 
+def _hold(headers: list[tuple[bytes, bytes]], default: bool) -> bool:
+    """``X-Model-Slot-Hold``: 0 = refuse at once instead of waiting (what a router wants)."""
+    for name, value in headers:
+        if name == b"x-model-slot-hold":
+            flag = value.strip().lower()
+            if flag in (b"0", b"false", b"no"):
+                return False
+            if flag in (b"1", b"true", b"yes"):
+                return True
+            raise errors.bad_request(
+                "X-Model-Slot-Hold must be 0 (refuse at once when the model cannot take the "
+                "request now) or 1 (wait, the default)",
+                param="X-Model-Slot-Hold",
+            )
+    return default
+
+
 def _request_headers(scope: Scope) -> list[tuple[bytes, bytes]]:
     headers: list[tuple[bytes, bytes]] = scope["headers"]
     drop = _DROP_REQUEST
@@ -383,13 +402,15 @@ async def _relay_response(fd: Frontdoor, send: Send, ex: Exchange, response: Res
     await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
-async def _send_refusal(send: Send, refusal: Refusal, cors: str | None) -> None:
+async def send_refusal(
+    send: Send, refusal: Refusal, cors: str | None, *, head: bool = False
+) -> None:
     body = refusal.body()
     headers = [*refusal.headers(), (b"content-length", str(len(body)).encode())]
     if cors:
         headers.append((b"access-control-allow-origin", cors.encode()))
     await send({"type": "http.response.start", "status": refusal.status, "headers": headers})
-    await send({"type": "http.response.body", "body": body, "more_body": False})
+    await send({"type": "http.response.body", "body": b"" if head else body, "more_body": False})
 
 
 def _account(fd: Frontdoor, ex: Exchange, elapsed: float, scope: Scope) -> None:
