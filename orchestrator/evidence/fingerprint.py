@@ -183,9 +183,15 @@ def from_slot(
 ) -> dict[str, Any]:
     """``collect`` with what Docker says about this host's slot (``MODEL_SLOT_*`` settings).
     The slot's container counts only when it carries the measured profile's hash
-    (``expect_hash``, default the profile's). Never raises: without Docker the parts say so."""
-    import docker  # noqa: PLC0415
-    import docker.errors  # noqa: PLC0415
+    (``expect_hash``, default the profile's). Never raises: without Docker the parts say so,
+    also where the Docker SDK is not installed (bench run inside the model container)."""
+    try:
+        import docker  # noqa: PLC0415
+        import docker.errors  # noqa: PLC0415
+    except ImportError:
+        found = collect(profile, container_attrs=None, image_attrs=None, base_url=base_url)
+        found["image"]["note"] = "no Docker SDK where this ran (e.g. inside the model container)"
+        return found
 
     from orchestrator.slot.docker_slot import HASH_LABEL, Slot, SlotConfig  # noqa: PLC0415
 
