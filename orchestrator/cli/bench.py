@@ -9,9 +9,11 @@ from pathlib import Path
 from orchestrator import output
 from orchestrator.cli.parsing import NestedCommands
 from orchestrator.errors import ModelSlotError
+from orchestrator.evidence import html_report
 from orchestrator.evidence.bench import report
 from orchestrator.evidence.bench.run import DEFAULT_BASE_URL, BenchConfig, run_bench
 from orchestrator.evidence.bench.workload import Shape
+from orchestrator.evidence.record import record
 from orchestrator.progress import ProgressPrinter
 
 
@@ -47,8 +49,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
         run_bench(config, ProgressPrinter(label="bench", quiet=args.quiet, decimals=1))
     )
     document = result.to_json()
+    kept = record(document, base_url=config.base_url)
     if args.json_out:
         output.write_json(Path(args.json_out), document)
+    if args.html:
+        html_report.write(Path(args.html), document)
     if args.plot:
         report.plot(document, Path(args.plot))
     if args.json:
@@ -69,6 +74,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
             )
         if args.json_out:
             print(f"saved {args.json_out}" + (f" and {args.plot}" if args.plot else ""))
+        if args.html:
+            print(f"report: {args.html}")
+        print(f"evidence: {kept}")
     return 1 if result.failed else 0
 
 
@@ -111,6 +119,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     p.add_argument("--timeout-s", type=float, default=600.0, help="per request")
     p.add_argument("--json-out", help="write the JSON result here")
     p.add_argument("--plot", help="write a PNG plot of the ladder here")
+    p.add_argument("--html", help="write a self-contained HTML report (tables, charts) here")
     p.add_argument("--json", action="store_true", help="print the JSON result")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     p.set_defaults(func=cmd_bench)

@@ -6,11 +6,13 @@ import argparse
 import asyncio
 import json
 from pathlib import Path
+from typing import Any
 
 from orchestrator import output
 from orchestrator.cli.bench import add_base_url
 from orchestrator.errors import ModelSlotError
 from orchestrator.evidence.canary import CanaryConfig, CanaryRun, load_baseline, run_canary
+from orchestrator.evidence.record import record
 from orchestrator.progress import ProgressPrinter
 
 
@@ -43,6 +45,20 @@ def render(run: CanaryRun) -> str:
     return "\n".join(lines)
 
 
+def baseline_origin(baseline: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Which profile, hash and image a baseline came from (kept in the evidence store)."""
+    if baseline is None:
+        return None
+    meta = baseline.get("evidence") or {}
+    image = (baseline.get("fingerprint") or {}).get("image") or {}
+    return {
+        "profile": meta.get("profile") or (baseline.get("profile") or {}).get("name"),
+        "hash": meta.get("hash"),
+        "image_id": image.get("id"),
+        "evidence_id": meta.get("id"),
+    }
+
+
 def cmd_canary(args: argparse.Namespace) -> int:
     config = CanaryConfig(
         base_url=args.base_url,
@@ -59,6 +75,8 @@ def cmd_canary(args: argparse.Namespace) -> int:
         run_canary(config, ProgressPrinter(label="canary", quiet=args.quiet, decimals=1))
     )
     document = run.to_json()
+    document["baseline_of"] = baseline_origin(config.baseline)
+    kept = record(document, base_url=args.base_url)  # a saved baseline carries its fingerprint
     if args.save_baseline:
         if not all(r.success for r in run.results):
             output.error("not saving a baseline from a run with failed requests")
@@ -70,8 +88,15 @@ def cmd_canary(args: argparse.Namespace) -> int:
         output.print_json(document)
     else:
         print(render(run))
+        origin = document["baseline_of"] or {}
+        if origin.get("profile"):
+            print(
+                f"baseline of profile {origin['profile']} (hash {str(origin['hash'])[:12]}, "
+                f"image {str(origin['image_id'] or '-').removeprefix('sha256:')[:12]})"
+            )
         if args.save_baseline:
             print(f"baseline saved to {args.save_baseline}")
+        print(f"evidence: {kept}")
     return 0 if run.passed else 1
 
 

@@ -19,7 +19,9 @@ from collections.abc import Sequence
 from orchestrator import output
 from orchestrator.cli import admin_token, demo, parsing, profile_view
 from orchestrator.cli import evidence as evidence_cli
+from orchestrator.cli import evidence_store as evidence_store_cli
 from orchestrator.cli import slot as slot_cli
+from orchestrator.cli import tune as tune_cli
 from orchestrator.config import Paths
 from orchestrator.errors import ModelSlotError
 from orchestrator.images import cli as images_cli
@@ -152,6 +154,8 @@ def _register_extensions(commands: argparse._SubParsersAction[argparse.ArgumentP
     """Commands that live in their own modules register themselves here."""
     slot_cli.register(commands)
     evidence_cli.register(commands)
+    tune_cli.register(commands)
+    evidence_store_cli.register(commands)
     images_cli.register(commands)
     demo.register(commands)
     admin_token.register(commands)

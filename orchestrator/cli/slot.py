@@ -27,6 +27,7 @@ from typing import Any
 import httpx
 
 from orchestrator import output
+from orchestrator.cli import watchdog_status
 from orchestrator.control import controller, writer
 from orchestrator.control.writer import WriteResult
 from orchestrator.errors import FrontdoorError, ModelSlotError, ProfileError
@@ -196,6 +197,8 @@ def collect_status() -> dict[str, Any]:
     except ModelSlotError as exc:
         answer = {"error": str(exc)}
     status["controller"] = answer if answer is not None else "not running"
+    running = isinstance(answer, dict) and bool(answer.get("controller"))
+    status["watchdog"] = watchdog_status.collect(switcher.state.directory, running)
     last = state.last_switch
     if last:
         status["last_switch"] = {
@@ -276,6 +279,8 @@ def cmd_status(args: argparse.Namespace) -> int:
             else str(ctl)
         )
     )
+    for line in watchdog_status.render(status["watchdog"]):
+        print(line)
     last = status["last_switch"]
     if last:
         print(

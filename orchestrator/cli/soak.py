@@ -13,6 +13,7 @@ from orchestrator.cli.bench import add_base_url
 from orchestrator.config import Paths
 from orchestrator.errors import ModelSlotError
 from orchestrator.evidence import canary
+from orchestrator.evidence.record import record
 from orchestrator.evidence.soak import RealClock, Soak, SoakConfig, check_cycle
 from orchestrator.progress import ProgressPrinter
 
@@ -65,6 +66,7 @@ def cmd_soak(args: argparse.Namespace) -> int:
         progress=progress,
     )
     summary = soak.run()
+    record(dict(summary), base_url=args.base_url)  # a copy, with its fingerprint
     if args.json:
         output.print_json(summary)
     else:

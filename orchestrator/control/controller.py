@@ -41,6 +41,7 @@ from typing import Any, Literal
 
 from orchestrator.control.state import Phase
 from orchestrator.control.switch import Switcher
+from orchestrator.control.watchdog_hook import FAULT, RESTART, WatchdogHook
 from orchestrator.errors import (
     ControlError,
     ModelSlotError,
@@ -63,7 +64,7 @@ ROUTE_RETRY_S = 2.0
 
 
 #: What the worker's queue carries.
-Op = Literal["switch", "stop", "die", "tick", "shutdown"]
+Op = Literal["switch", "stop", "die", "tick", "shutdown", "watchdog-restart", "watchdog-fault"]
 
 
 @dataclass
@@ -116,6 +117,12 @@ class Controller:
         self._reconcile_due = False  # the boot reconcile failed: the timer runs it again
         self._stopping = threading.Event()
         self.ready = threading.Event()  # set once reconciled and listening (tests wait on it)
+        # The watchdog's thread probes; its restarts and faults come back here as commands.
+        self.watchdog = WatchdogHook(
+            self.state_dir,
+            switcher.frontdoor,
+            lambda op, args: self.commands.put(Command(op, args)),
+        )
 
     # ---- life ----------------------------------------------------------------------------
     @classmethod
@@ -131,10 +138,13 @@ class Controller:
             self._listen()
             self._watch_events()
             self._try_reconcile()
+            self._sync_watchdog()
+            self.watchdog.start()
             self.ready.set()
             self._loop()
             self._leave()
         finally:
+            self.watchdog.stop()
             self._close()
             self.lock.release()
 
@@ -187,6 +197,7 @@ class Controller:
             except Exception as exc:  # the worker must survive anything one command does
                 log.exception("command %s failed", command.op)
                 command.send({"event": "result", "ok": False, "error": f"{exc!r}"})
+            self._sync_watchdog()
 
     def _handle(self, command: Command) -> None:
         if command.op == "tick":  # a timer is due: a restart, or a route to re-send
@@ -200,13 +211,69 @@ class Controller:
                 log.info("route re-sent to the frontdoor")
         elif command.op == "switch":
             self._restart_at = None
+            self.watchdog.unwatch("an operator's switch")
             self._op_switch(command)
         elif command.op == "stop":
             self._restart_at = None
             self._reconcile_due = False
+            self.watchdog.unwatch("an operator's stop")
             self._op_stop(command)
         elif command.op == "die":
             self.container_exited(command.args)
+        elif command.op == RESTART:
+            self._watchdog_restart(command.args)
+        elif command.op == FAULT:
+            self._watchdog_fault(command.args)
+
+    # ---- the watchdog (orchestrator/control/watchdog*.py) ----------------------------------
+    def _sync_watchdog(self) -> None:
+        """Watch the container exactly while it serves the committed profile."""
+        state = self.switcher.snapshot
+        info = self.slot.current() if state.phase is Phase.SERVING else None
+        serving = (
+            self._restart_at is None
+            and info is not None
+            and info.status == "running"
+            and info.id == state.container_id
+        )
+        if not serving or info is None:
+            self.watchdog.unwatch("no model serving")
+            return
+        if self.watchdog.watching(info.id):
+            return
+        profile = self._load(state.current)
+        if profile is None:
+            self.watchdog.unwatch("profile not loadable")
+            return
+        self.watchdog.watch(profile, self.slot.probe_url(profile, info), info.id)
+
+    def _watchdog_restart(self, args: dict[str, Any]) -> None:
+        """The watchdog found the serving container wedged (or degraded, where the profile asks
+        for a restart then) and its budget allows one: restart the committed profile."""
+        if not self.watchdog.is_current(args):
+            log.info("watchdog restart for a container no longer served: dropped")
+            return
+        profile = self._load(self.switcher.snapshot.current)
+        if profile is None:
+            return
+        reason = f"watchdog: {args.get('reason')}; restarting {profile.name}"
+        self.watchdog.unwatch("watchdog restart")
+        self.watchdog.restarting(profile.hash)
+        # Route down first: new and held requests get 503 + Retry-After at once, and the stop
+        # closes the active ones' upstream connections (the frontdoor answers them in-band).
+        self.switcher.mark(Phase.DOWN, reason)
+        self._start(profile, "watchdog-restart")
+
+    def _watchdog_fault(self, args: dict[str, Any]) -> None:
+        """The restart budget is spent: ``faulted`` (persisted), nothing restarts until an
+        operator switches, as for a device fault."""
+        if not self.watchdog.is_current(args):
+            return
+        reason = f"watchdog: {args.get('reason')}"
+        log.error("%s; not restarting until an operator switches", reason)
+        self.watchdog.unwatch("faulted")
+        self.switcher.mark(Phase.FAULTED, reason)
+        self._restart_at = None
 
     # ---- reconcile -----------------------------------------------------------------------
     def _try_reconcile(self) -> None:

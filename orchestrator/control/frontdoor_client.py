@@ -111,6 +111,29 @@ class FrontdoorClient:
     def put_route(self, route: dict[str, Any]) -> dict[str, Any]:
         return self._call("PUT", "/admin/route", route)
 
+    def put_board(self, board: dict[str, Any]) -> dict[str, Any]:
+        """The operator page's board (control/publish.py)."""
+        return self._call("PUT", "/admin/board", board)
+
+    def put_phase(self, phase: dict[str, Any], timeout_s: float = 2.0) -> dict[str, Any]:
+        """The running operation's phase, for the operator page (short timeout: a switch must
+        not wait on a page)."""
+        return self._call("PUT", "/admin/board/phase", phase, timeout=timeout_s)
+
     def drain(self, timeout_s: float) -> dict[str, Any]:
         """Wait (on the frontdoor) until active generations reach 0 or ``timeout_s`` passes."""
         return self._call("POST", "/admin/drain", {"timeout_s": timeout_s}, timeout=timeout_s + 10)
+
+    def pause(self) -> dict[str, Any]:
+        return self._call("POST", "/admin/pause")
+
+    def resume(self) -> dict[str, Any]:
+        return self._call("POST", "/admin/resume")
+
+    def liveness(self) -> dict[str, Any]:
+        """``GET /admin/liveness``: tokens relayed and the oldest active generation's silence."""
+        return self._call("GET", "/admin/liveness", timeout=5)
+
+    def put_watchdog(self, report: dict[str, Any]) -> dict[str, Any]:
+        """``PUT /admin/watchdog``: the watchdog's view and device telemetry, for display."""
+        return self._call("PUT", "/admin/watchdog", report, timeout=5)

@@ -34,7 +34,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from orchestrator.config import Paths
 from orchestrator.control.frontdoor_client import FrontdoorClient
@@ -93,6 +93,11 @@ class Report:
     finished_at: str | None = None
     total_s: float = 0.0
     _t0: float = field(default_factory=time.monotonic, repr=False)
+    #: Told every finished report (the operator page's board: control/publish.py, set up by
+    #: cli/slot.py). Must not raise; a report that finishes twice is told twice.
+    on_finish: ClassVar[Callable[[dict[str, Any]], None] | None] = None
+    #: Told each phase as it starts: (action, profile, phase). Must not raise or block long.
+    on_phase: ClassVar[Callable[[str, str | None, str], None] | None] = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -117,6 +122,8 @@ class Report:
         self.outcome = outcome
         self.finished_at = _now()
         self.total_s = round(time.monotonic() - self._t0, 3)
+        if Report.on_finish is not None:
+            Report.on_finish(self.to_json())
 
     def routed(self, result: RouteResult) -> None:
         self.frontdoor = result.text
@@ -236,6 +243,8 @@ class Switcher:
         """Time one phase; the body may put a ``detail`` into the yielded dict."""
         record: dict[str, Any] = {"name": name}
         start = time.monotonic()
+        if Report.on_phase is not None:
+            Report.on_phase(report.action, report.profile, name)
         progress(
             {
                 "event": "phase",

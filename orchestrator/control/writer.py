@@ -14,13 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import docker
-
 from orchestrator.config import Paths
 from orchestrator.control import controller
 from orchestrator.control.frontdoor_client import FrontdoorClient
+from orchestrator.control.publish import Publisher
 from orchestrator.control.state import StateStore
-from orchestrator.control.switch import DEFAULT_ROUTE_ACK_TIMEOUT_S, Switcher
+from orchestrator.control.switch import DEFAULT_ROUTE_ACK_TIMEOUT_S, Report, Switcher
 from orchestrator.errors import (
     BusyError,
     ControlError,
@@ -32,8 +31,8 @@ from orchestrator.errors import (
 )
 from orchestrator.profiles.store import ProfileStore
 from orchestrator.progress import Progress
-from orchestrator.slot.connect import docker_client, docker_slot
-from orchestrator.slot.discovery import find_controllers
+from orchestrator.slot import connect
+from orchestrator.slot.discovery import ControllerContainer, find_controllers
 from orchestrator.slot.docker_slot import SlotConfig
 
 
@@ -69,7 +68,7 @@ def seconds_setting(name: str, default: float) -> float:
         raise SlotError(f"{name}={value!r}: expected seconds") from None
 
 
-def state_dir(client: docker.DockerClient, strict: bool = True) -> Path:
+def state_dir(found: list[ControllerContainer], strict: bool = True) -> Path:
     """The state directory of this host's slot, wherever the command was started.
 
     A running controller container of this slot instance names it (its state mount). A
@@ -77,7 +76,6 @@ def state_dir(client: docker.DockerClient, strict: bool = True) -> Path:
     reader, answered with the controller's directory."""
     paths = Paths.from_env()
     instance = SlotConfig.from_env().instance
-    found = find_controllers(client, instance)
     explicit = "MODEL_SLOT_STATE_DIR" in os.environ
     if not found:
         return paths.state_dir
@@ -109,12 +107,16 @@ def switcher_from_env(paths: Paths | None = None, *, strict: bool = True) -> Swi
     The state directory is the running controller's when one runs (``state_dir``); ``strict``
     False lets a reader (``status``) follow it instead of refusing a differing setting."""
     paths = paths or Paths.from_env()
-    client = docker_client()
+    slot = connect.docker_slot()
+    state = StateStore(state_dir(find_controllers(slot.client, slot.config.instance), strict))
+    store, frontdoor = ProfileStore(paths.profiles_dir), FrontdoorClient.from_env()
+    publisher = Publisher(frontdoor, store, state.directory)  # the operator page's board
+    Report.on_finish, Report.on_phase = publisher, publisher.phase
     return Switcher(
-        ProfileStore(paths.profiles_dir),
-        docker_slot(client=client),
-        state=StateStore(state_dir(client, strict)),
-        frontdoor=FrontdoorClient.from_env(),
+        store,
+        slot,
+        state=state,
+        frontdoor=frontdoor,
         paths=paths,
         drain_timeout_s=seconds_setting("MODEL_SLOT_DRAIN_TIMEOUT_S", 30),
         route_ack_timeout_s=seconds_setting(

@@ -9,6 +9,7 @@ environment variables vLLM reads itself (``VLLM_CPU_KVCACHE_SPACE``, ``VLLM_XPU_
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -47,7 +48,11 @@ def _number(minimum: float, maximum: float | None = None) -> Checker:
             number = float(value)
         except ValueError:
             return allowed
-        if number < minimum or (maximum is not None and number > maximum):
+        if (
+            not math.isfinite(number)
+            or number < minimum
+            or (maximum is not None and number > maximum)
+        ):
             return allowed
         return None
 
@@ -175,6 +180,38 @@ KEYS: dict[str, KeySpec] = {
     "MODEL_SLOT_CACHE_VOLUME": _spec("container", _name, "compile-cache volume name"),
     "VLLM_CACHE_ROOT": _spec(
         "container", _abs_path, "compile-cache path in the container", "/var/cache/vllm"
+    ),
+    # watchdog (orchestrator/control/watchdog.py; docs/slot.md "The watchdog")
+    "MODEL_SLOT_WATCHDOG": _spec("watchdog", _flag, "1: prove the model generates; 0: off", "1"),
+    "MODEL_SLOT_WATCHDOG_PROBE_INTERVAL_S": _spec(
+        "watchdog",
+        _number(1),
+        "seconds without a relayed token (idle or busy) before a 1-token probe",
+        "30",
+    ),
+    "MODEL_SLOT_WATCHDOG_WEDGE_S": _spec(
+        "watchdog", _number(1), "seconds a probe may go unanswered before the model is wedged", "60"
+    ),
+    "MODEL_SLOT_WATCHDOG_RESTART_BUDGET": _spec(
+        "watchdog", _integer(0), "watchdog restarts per window before the route goes faulted", "3"
+    ),
+    "MODEL_SLOT_WATCHDOG_RESTART_WINDOW_S": _spec(
+        "watchdog", _number(60), "the restart budget's sliding window, seconds", "3600"
+    ),
+    "MODEL_SLOT_WATCHDOG_DECODE_INTERVAL_S": _spec(
+        "watchdog", _number(1), "seconds between decode-speed probes (only when idle)", "300"
+    ),
+    "MODEL_SLOT_WATCHDOG_DECODE_TOKENS": _spec(
+        "watchdog", _integer(0), "tokens a decode probe generates (0: no decode probes)", "32"
+    ),
+    "MODEL_SLOT_WATCHDOG_DEGRADED_FRACTION": _spec(
+        "watchdog", _number(0.01, 0.99), "degraded below baseline x (1 - this)", "0.5"
+    ),
+    "MODEL_SLOT_WATCHDOG_DEGRADED_PROBES": _spec(
+        "watchdog", _integer(1), "slow decode probes in a row that make degraded", "3"
+    ),
+    "MODEL_SLOT_WATCHDOG_RESTART_ON_DEGRADED": _spec(
+        "watchdog", _flag, "1: restart a degraded model (within the budget)", "0"
     ),
     # vLLM
     "VLLM_MODEL": _spec("vllm", _abs_path, "model path in the container", "/model"),

@@ -1,148 +1,19 @@
-"""The one compose stack the e2e tests share (its own project name, network, ports, state dir and
-slot name, so it cannot touch a developer's stack).
-
-Session-scoped because every vLLM start costs ~40 s here: ``test_stack.py`` takes the host
-through its life (boot, restarts, a switch, down/up), then ``test_stack_faults.py`` breaks it
-in the ways issue 10 names. Each test asserts its own step and leaves the stack serving.
-"""
+"""The end-to-end fixtures: one compose stack for the whole tests/e2e package (see stack.py)."""
 
 from __future__ import annotations
 
-import contextlib
 import os
-import socket
-import subprocess
-import sys
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any
 
 import docker
-import httpx
-import openai
 import pytest
 
-from orchestrator.images.build import IMAGES as BUILT
-from tests.support import wait_until
-
-REPO = Path(__file__).resolve().parents[2]
-# The tags `images build` gives (they follow the same variables compose.yaml reads).
-IMAGES = tuple(BUILT[key].tag for key in ("frontdoor", "orchestrator", "cpu"))
+from tests.e2e.stack import Stack, compose_stack
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-@dataclass
-class Stack:
-    project: str
-    env: dict[str, str]
-    port: int
-    state_dir: Path
-    container_name: str
-    client: docker.DockerClient
-    log: list[str] = field(default_factory=list)
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def _run(self, argv: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            argv,
-            cwd=REPO,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-
-    def compose(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-        result = self._run(["docker", "compose", "-p", self.project, *args], timeout)
-        self.log.append(f"$ docker compose {' '.join(args)}\n{result.stdout}{result.stderr}")
-        assert result.returncode == 0, f"docker compose {args} failed:\n{result.stderr}"
-        return result
-
-    def cli(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-        return self._run([sys.executable, "-m", "orchestrator", *args], timeout)
-
-    def status(self) -> dict[str, Any]:
-        body: dict[str, Any] = httpx.get(f"{self.base_url}/status", timeout=5).json()
-        return body
-
-    def serving(self, profile: str, since: str = "") -> bool:
-        """The route serves ``profile``, flipped by the orchestrator at or after ``since``."""
-        status = self.status()
-        route = status.get("route") or {}
-        return (
-            route.get("state") == "serving"
-            and status["model_slot"]["name"] == profile
-            and str(route.get("updated_at") or "") >= since
-        )
-
-    def wait_serving(self, profile: str, timeout_s: float = 420, since: str = "") -> None:
-        wait_until(lambda: self.serving(profile, since), timeout_s, f"the stack to serve {profile}")
-
-    def model(self) -> Any:
-        return self.client.containers.get(self.container_name)
-
-    def openai(self) -> openai.OpenAI:
-        return openai.OpenAI(base_url=f"{self.base_url}/v1", api_key="unused", max_retries=0)
-
-
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def stack(
     docker_client: docker.DockerClient, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Stack]:
-    for image in IMAGES:
-        try:
-            docker_client.images.get(image)
-        except docker.errors.ImageNotFound:
-            pytest.fail(f"{image} is not built; `python -m orchestrator images build` builds it")
-    tag = f"e2e{os.getpid()}"
-    state_dir = tmp_path_factory.mktemp("state")
-    models = tmp_path_factory.mktemp("models")
-    port = free_port()
-    env = {
-        **os.environ,
-        "MODEL_SLOT_PORT": str(port),
-        "MODEL_SLOT_BIND": "127.0.0.1",
-        "MODEL_SLOT_BACKEND_PORT": str(free_port()),
-        "MODEL_SLOT_NETWORK": f"modelslot-{tag}",
-        "MODEL_SLOT_CONTAINER_NAME": f"modelslot-{tag}-model",
-        "MODEL_SLOT_INSTANCE": tag,
-        "MODEL_SLOT_STATE_HOST_DIR": str(state_dir),
-        "MODEL_SLOT_STATE_DIR": str(state_dir),  # the host CLI finds the controller here
-        "MODEL_SLOT_MODEL_ROOT": str(models),
-        "MODEL_SLOT_DEFAULT_PROFILE": "cpu-smollm2-135m",
-        "MODEL_SLOT_DRAIN_TIMEOUT_S": "5",  # the paused-frontdoor test waits out one drain
-        "MODEL_SLOT_RESTART_BACKOFF_S": "5",  # long enough to see the route `down` after an exit
-    }
-    stack = Stack(
-        f"modelslot-{tag}", env, port, state_dir, env["MODEL_SLOT_CONTAINER_NAME"], docker_client
-    )
-    try:
-        yield stack
-    finally:
-        subprocess.run(
-            ["docker", "compose", "-p", stack.project, "down", "-v"],
-            cwd=REPO,
-            env=env,
-            capture_output=True,
-            timeout=300,
-            check=False,
-        )
-        with contextlib.suppress(docker.errors.NotFound):
-            docker_client.containers.get(stack.container_name).remove(force=True, v=True)
-
-
-def now() -> str:
-    """The frontdoor's ``updated_at`` format (ISO-8601, UTC, seconds)."""
-    return datetime.now(UTC).replace(microsecond=0).isoformat()
+    with compose_stack(docker_client, tmp_path_factory, f"e2e{os.getpid()}") as running:
+        yield running

@@ -1,8 +1,10 @@
 """The whole stack as an operator runs it: `docker compose` with the real images, real vLLM CPU.
 
-The shared compose project (``conftest.py``) goes through the life of a host, in order: first
+One compose project (tests/e2e/stack.py; its own name, network, ports, state dir and slot
+name, so it cannot touch a developer's stack) goes through the life of a host, in order: first
 boot on the default profile, frontdoor restart, orchestrator restart under load, a switch from
-the CLI, and a down/up that stands in for a reboot. Each test asserts its own step.
+the CLI, and a down/up that stands in for a reboot. The tests share the project because each
+vLLM start costs ~40 s here; each test asserts its own step.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import docker
 import httpx
 import pytest
 
-from tests.e2e.conftest import Stack, now
+from tests.e2e.stack import Stack, now
 from tests.support import wait_until
 
 pytestmark = [pytest.mark.docker, pytest.mark.vllm, pytest.mark.e2e]

@@ -19,7 +19,7 @@ import httpx
 import openai
 import pytest
 
-from tests.e2e.conftest import REPO, Stack, now
+from tests.e2e.stack import REPO, Stack, now
 from tests.support import wait_until
 
 pytestmark = [pytest.mark.docker, pytest.mark.vllm, pytest.mark.e2e]

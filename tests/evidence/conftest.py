@@ -18,6 +18,12 @@ from .fake_server import FakeConfig, FakeServer, serve
 REPO = Path(__file__).resolve().parents[2]
 
 
+@pytest.fixture(autouse=True)
+def _evidence_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Results the tools keep go to this test's state directory, not the checkout's."""
+    monkeypatch.setenv("MODEL_SLOT_STATE_DIR", str(tmp_path / "state"))
+
+
 @pytest.fixture
 def fake() -> Iterator[FakeServer]:
     yield from serve(FakeConfig())

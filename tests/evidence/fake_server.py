@@ -31,6 +31,9 @@ class FakeConfig:
     usage: str = "ok"  # ok | missing | short
     status: dict[str, Any] | None = None
     replies: dict[str, str] = field(default_factory=dict)  # substring of the prompt -> reply
+    # At most this many streams generate at once; the others wait for a place (a server whose
+    # throughput stops growing at this concurrency: the knee ``tune concurrency`` must find).
+    capacity: int | None = None
     images: bool = True  # False: refuse image parts with a 400, as a text-only model does
     requests: list[dict[str, Any]] = field(default_factory=list)
 
@@ -65,6 +68,7 @@ def has_image(messages: list[dict[str, Any]]) -> bool:
 
 def build_app(config: FakeConfig) -> FastAPI:
     app = FastAPI()
+    places = asyncio.Semaphore(config.capacity) if config.capacity else None
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
@@ -134,6 +138,19 @@ def build_app(config: FakeConfig) -> FastAPI:
             if chat:
                 first = {"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]}
                 yield f"data: {json.dumps(first)}\n\n".encode()
+            if places is not None:
+                await places.acquire()
+            try:
+                async for chunk in tokens():
+                    yield chunk
+            finally:
+                if places is not None:
+                    places.release()
+            if config.usage != "missing":
+                yield f"data: {json.dumps({'choices': [], 'usage': usage})}\n\n".encode()
+            yield b"data: [DONE]\n\n"
+
+        async def tokens() -> AsyncIterator[bytes]:
             for i, piece in enumerate(pieces):
                 await asyncio.sleep(config.token_delay_s)
                 text_piece = piece if i == 0 else " " + piece
@@ -143,9 +160,6 @@ def build_app(config: FakeConfig) -> FastAPI:
                     else {"index": 0, "text": text_piece}
                 )
                 yield f"data: {json.dumps({'choices': [choice]})}\n\n".encode()
-            if config.usage != "missing":
-                yield f"data: {json.dumps({'choices': [], 'usage': usage})}\n\n".encode()
-            yield b"data: [DONE]\n\n"
 
         return StreamingResponse(events(), media_type="text/event-stream")
 

@@ -216,7 +216,7 @@ def test_gate_passes_on_the_cpu_profile_and_promotes_a_copy(
     )
     out = capsys.readouterr().out
     assert code == 0, out
-    [path] = (tmp_path / "state" / "evidence").glob(f"gate-{name}-{live.profile.hash[:12]}-*.json")
+    [path] = (tmp_path / "state" / "evidence").glob(f"{name}/{live.profile.hash[:12]}/*-gate.json")
     report = json.loads(path.read_text())
     assert report["profile"]["hash"] == live.profile.hash
     results = {step["name"]: step["result"] for step in report["steps"]}
@@ -350,7 +350,7 @@ def test_bench_and_gate_through_the_frontdoor(
     assert doc["profile"]["hash"] == live.profile.hash
     assert doc["status"]["route"]["profile"]["hash"] == live.profile.hash
     assert all(r["output_tokens"] == 16 for r in doc["levels"][0]["records"])
-    [path] = (tmp_path / "state" / "evidence").glob("gate-*.json")
+    [path] = (tmp_path / "state" / "evidence").glob("*/*/*-gate.json")
     report = json.loads(path.read_text())
     assert code == 0, report["steps"]
     assert report["active"] == f"/status: active profile {live.profile.name!r}"

@@ -58,7 +58,7 @@ def test_gate_passes_saves_evidence_and_promotes(
     out = capsys.readouterr().out
     assert "PASSED" in out
     assert "promoted: " in out and "research-tests -> MODEL_SLOT_STATUS=production" in out
-    [report_path] = (tmp_path / "state" / "evidence").glob("gate-cpu-tiny-*.json")
+    [report_path] = (tmp_path / "state" / "evidence").glob("cpu-tiny/*/*-gate.json")
     report = json.loads(report_path.read_text())
     assert [s["result"] for s in report["steps"]] == [
         "pass",

@@ -10,9 +10,11 @@ from pathlib import Path
 import pytest
 
 from orchestrator.control import controller, switch
-from orchestrator.control.controller import Backoff, Controller
+from orchestrator.control.controller import Backoff, Command, Controller
 from orchestrator.control.frontdoor_client import FrontdoorClient
 from orchestrator.control.lock import SlotLock
+from orchestrator.control.state import Phase
+from orchestrator.control.watchdog_hook import FAULT, RESTART, WatchdogOp
 from orchestrator.errors import BusyError, ControlError, SlotError
 from orchestrator.profiles.store import Profile
 from orchestrator.progress import ProgressEvent
@@ -210,6 +212,110 @@ def test_a_docker_engine_that_fails_at_boot_is_retried_not_fatal(
         assert ctl.ready.wait(10)
         wait_until(lambda: frontdoor.route()["state"] == "serving", 10, "the retried reconcile")
         assert frontdoor.route()["profile"]["name"] == "cpu-tiny"
+    finally:
+        ctl.shutdown()
+        thread.join(10)
+
+
+# ---- the watchdog's verdicts reach the slot through the controller (issue 13 on issue 10) ----
+def _watchdog_command(ctl: Controller, op: WatchdogOp, container_id: str) -> None:
+    ctl.commands.put(
+        Command(op, {"reason": "wedged: probe silent 30s", "container_id": container_id})
+    )
+
+
+def _barrier(ctl: Controller) -> None:
+    """Wait until the worker has handled everything queued before: one worker, FIFO, so the
+    answer to a request queued behind them (a switch to no profile, refused) comes after."""
+    answer = controller.ask(ctl.state_dir, {"op": "switch", "profile": "no-such"}, lambda _: None)
+    assert answer is not None and answer["ok"] is False
+
+
+def test_the_watchdog_watches_the_serving_container_only(
+    running: tuple[Controller, FakeSlot],
+) -> None:
+    ctl, fake = running
+    serving = fake.running
+    assert serving is not None
+    wait_until(lambda: ctl.watchdog.watching(serving.id), 10, "the watchdog armed")
+    stopped = controller.ask(ctl.state_dir, {"op": "stop"}, lambda _: None)
+    assert stopped is not None and stopped["ok"]
+    assert not ctl.watchdog.watching(serving.id)  # unwatched before the stop began
+
+
+def test_a_watchdog_restart_brings_the_same_profile_back_on_a_new_container(
+    running: tuple[Controller, FakeSlot], frontdoor: Frontdoor
+) -> None:
+    ctl, fake = running
+    before = fake.running
+    assert before is not None
+    wait_until(lambda: ctl.watchdog.watching(before.id), 10, "the watchdog armed")
+    _watchdog_command(ctl, RESTART, before.id)
+    wait_until(lambda: fake.running is not None and fake.running.id != before.id, 10, "restart")
+    wait_until(lambda: frontdoor.route()["state"] == "serving", 10, "the route back")
+    assert fake.running is not None and fake.running.profile == before.profile
+    assert fake.calls[-3:] == ["stop", f"create {before.profile}", f"ready {before.profile}"]
+    after = fake.running
+    wait_until(lambda: ctl.watchdog.watching(after.id), 10, "watching the new one")
+    assert ctl.switcher.snapshot.phase is Phase.SERVING
+
+
+def test_a_stale_watchdog_command_is_dropped(
+    running: tuple[Controller, FakeSlot], frontdoor: Frontdoor
+) -> None:
+    """A verdict about a container a switch already replaced must not touch the new one."""
+    ctl, fake = running
+    before = fake.running
+    assert before is not None
+    calls = len(fake.calls)
+    _watchdog_command(ctl, RESTART, "not-the-serving-container")
+    _watchdog_command(ctl, FAULT, "not-the-serving-container")
+    _barrier(ctl)
+    assert fake.running is not None and fake.running.id == before.id
+    assert len(fake.calls) == calls
+    assert frontdoor.route()["state"] == "serving"
+
+
+def test_a_spent_budget_faults_the_slot_and_nothing_restarts_it(
+    tmp_path: Path, profiles_dir: Path, frontdoor: Frontdoor
+) -> None:
+    """The watchdog's fault is persisted like a device fault: a new controller (a reboot)
+    starts nothing until an operator switches."""
+    fake = FakeSlot()
+
+    def boot() -> tuple[Controller, threading.Thread]:
+        ctl = Controller(
+            make_switcher(tmp_path, profiles_dir, fake, frontdoor.client()),
+            default_profile="cpu-tiny",
+            backoff=Backoff(base_s=0.05, max_s=0.2),
+        )
+        thread = threading.Thread(target=ctl.run, daemon=True)
+        thread.start()
+        assert ctl.ready.wait(10)
+        return ctl, thread
+
+    ctl, thread = boot()
+    try:
+        serving = fake.running
+        assert serving is not None
+        wait_until(lambda: ctl.watchdog.watching(serving.id), 10, "the watchdog armed")
+        _watchdog_command(ctl, FAULT, serving.id)
+        wait_until(lambda: frontdoor.route()["state"] == "faulted", 10, "the route faulted")
+        assert "watchdog: wedged" in frontdoor.route()["reason"]
+        assert ctl.switcher.snapshot.phase is Phase.FAULTED
+        assert not ctl.watchdog.watching(serving.id)
+        fake.die()  # an exit while faulted restarts nothing
+        _barrier(ctl)
+        assert fake.calls.count("create cpu-tiny") == 1
+    finally:
+        ctl.shutdown()
+        thread.join(10)
+    calls = len(fake.calls)
+    ctl, thread = boot()
+    try:
+        assert ctl.switcher.snapshot.phase is Phase.FAULTED
+        assert [c for c in fake.calls[calls:] if c.startswith("create")] == []
+        assert frontdoor.route()["state"] == "faulted"
     finally:
         ctl.shutdown()
         thread.join(10)

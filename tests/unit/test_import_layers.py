@@ -111,3 +111,25 @@ def test_no_import_cycle() -> None:
     for name in sorted(GRAPH):
         visit(name, [])
     assert cycles == []
+
+
+def _third_party_imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            found.add(node.module.split(".")[0])
+    return found
+
+
+def test_policy_never_imports_docker() -> None:
+    """The controller and the switch reach Docker only through the ``Slot`` Protocol."""
+    direct = sorted(
+        name
+        for name, path in MODULES.items()
+        if wing(name) == "control" and "docker" in _third_party_imports(path)
+    )
+    assert direct == []
+    assert "docker" in _third_party_imports(MODULES["orchestrator.slot.docker_slot"])  # sees it

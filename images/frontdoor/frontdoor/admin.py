@@ -18,9 +18,11 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from . import dashboard
 from .core import Frontdoor
 from .errors import Refusal, error_body, unauthorized
 from .route import Route, now_iso
+from .watchdog_report import WatchdogReport
 
 
 class DrainRequest(BaseModel):
@@ -131,6 +133,20 @@ def build_admin_app(fd: Frontdoor) -> ASGIApp:
         fd.set_paused(False)
         return _pause_result(fd)
 
+    @app.get("/admin/liveness")
+    async def liveness() -> dict[str, float | int | None]:
+        """For the watchdog: tokens relayed and the oldest active generation's silence."""
+        return fd.liveness.snapshot()
+
+    @app.put("/admin/watchdog")
+    async def put_watchdog(report: WatchdogReport) -> WatchdogReport:
+        """The watchdog's view and the device telemetry, for ``/status`` and ``/metrics``."""
+        if report.updated_at is None:
+            report = report.model_copy(update={"updated_at": now_iso()})
+        fd.watchdog = report
+        return report
+
+    dashboard.register_admin(app, fd)
     return _TokenGuard(app, fd.settings.admin_token)
 
 

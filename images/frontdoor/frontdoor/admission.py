@@ -134,8 +134,12 @@ class Admission:
         if self.state in _CLOSED_STATES:
             raise self._closed_refusal()
 
-    async def acquire(self, body_bytes: int = 0) -> float:
+    async def acquire(self, body_bytes: int = 0, *, hold: bool = True) -> float:
         """Wait for a place; returns the seconds waited. Raises ``Refusal`` (503).
+
+        With ``hold=False`` (``X-Model-Slot-Hold: 0``, what a router in front sends) nothing
+        waits: a generation that cannot have a place at once is refused at once, so the router
+        can send it to another host instead of waiting out a switch here.
 
         On return the gate is open (the route in force is ``serving``) and the caller holds a
         place: read ``route`` *before the next await* and it is the route that admitted you.
@@ -145,6 +149,8 @@ class Admission:
         if self.open and self.active < self.cap and not self._waiters:
             self._grant()
             return 0.0
+        if not hold:
+            raise self._no_wait_refusal()
         if self.open and self.queue_timeout_s <= 0:
             raise self._timeout_refusal()
         self._refuse_if_queue_full(body_bytes)
@@ -208,12 +214,15 @@ class Admission:
         """For the orchestrator's drain: True once no generation is active."""
         return await self.wait_until(lambda: self.active == 0, timeout_s)
 
-    async def hold_while_switching(self) -> None:
+    async def hold_while_switching(self, *, hold: bool = True) -> None:
         """For requests that are not generations: wait (up to the hold) while the route is
         ``switching``; raise a 503 ``Refusal`` when it is, or becomes, ``down``/``faulted``, or
-        is still switching when the hold runs out. Returns only when the route is ``serving``."""
+        is still switching when the hold runs out (at once with ``hold=False``). Returns only
+        when the route is ``serving``."""
         self.refuse_if_closed()
         if self.state == "switching":
+            if not hold:
+                raise self._switching_refusal()
             await self.wait_until(lambda: self.state != "switching", self.hold_s)
             self.refuse_if_closed()
             if self.state != "serving":
@@ -233,6 +242,12 @@ class Admission:
             except TimeoutError:
                 return predicate()
         return True
+
+    def not_ready(self) -> Refusal | None:
+        """Why a generation could not start now, or None when the gate is open (readiness)."""
+        if self.open:
+            return None
+        return self._timeout_refusal()
 
     def retry_after(self) -> int:
         """Seconds until a place is likely free, from the current load."""
@@ -289,6 +304,16 @@ class Admission:
                 f"(FRONTDOOR_MAX_QUEUED_BODY_BYTES={self.max_queued_body_bytes}); retry later",
                 self.retry_after(),
             )
+
+    def _no_wait_refusal(self) -> Refusal:
+        if not self.open:
+            return self._timeout_refusal()
+        return unavailable(
+            "busy",
+            f"all {self.cap} generation slots are busy and the request asked not to wait "
+            "(X-Model-Slot-Hold: 0); retry later or elsewhere",
+            self.retry_after(),
+        )
 
     def _timeout_refusal(self) -> Refusal:
         if self.open:

@@ -6,15 +6,17 @@ import json
 
 from starlette.types import Receive, Scope, Send
 
+from . import dashboard, watchdog_report
 from .core import Frontdoor
-from .proxy import relay
+from .proxy import relay, send_refusal
 from .status import status
 
-_OWN_PATHS = frozenset({"/health", "/status", "/frontdoor/status", "/metrics"})
+_OWN_PATHS = frozenset({"/health", "/health/ready", "/status", "/frontdoor/status", "/metrics"})
 
 
 class PublicApp:
-    """Answers /health, /status, /frontdoor/status and /metrics itself; relays the rest."""
+    """Answers /health (liveness), /health/ready (readiness), /status, /frontdoor/status and
+    /metrics itself; relays the rest."""
 
     def __init__(self, fd: Frontdoor) -> None:
         self.fd = fd
@@ -27,6 +29,9 @@ class PublicApp:
         path = scope["path"]
         method = scope["method"]
         cors = self.fd.settings.cors_allow_origin
+        if dashboard.handles(path):  # the operator's page: read-only, never a generation
+            await dashboard.serve(self.fd, path, method, send)
+            return
         if path in _OWN_PATHS and method in ("GET", "HEAD"):
             await self._own(path, method, send, cors)
             return
@@ -39,15 +44,28 @@ class PublicApp:
         fd = self.fd
         if path == "/health":
             body, ctype = b'{"status":"ok"}', b"application/json"
+        elif path == "/health/ready":
+            # For routers and readiness probes: 200 only while a generation could start now.
+            refusal = fd.admission.not_ready()
+            if refusal is not None:
+                fd.metrics.request(path, refusal.status)
+                await send_refusal(send, refusal, cors, head=method == "HEAD")
+                return
+            body = json.dumps({"status": "ready", "profile": fd.route.profile.name}).encode()
+            ctype = b"application/json"
         elif path == "/metrics":
             adm = fd.admission
-            body = fd.metrics.render(
-                active=adm.active,
-                queued=adm.queued,
-                cap=adm.cap,
-                state=fd.route.state,
-                queued_bytes=adm.queued_bytes,
-                relays=fd.relays.active,
+            body = (
+                fd.metrics.render(
+                    active=adm.active,
+                    queued=adm.queued,
+                    cap=adm.cap,
+                    state=fd.route.state,
+                    queued_bytes=adm.queued_bytes,
+                    relays=fd.relays.active,
+                )
+                + ("\n".join(dashboard.metric_lines(fd)) + "\n").encode()
+                + watchdog_report.render_bytes(fd.watchdog)
             )
             ctype = b"text/plain; version=0.0.4; charset=utf-8"
         else:

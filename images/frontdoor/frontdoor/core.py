@@ -17,10 +17,13 @@ from urllib.parse import urlsplit
 
 from . import route as route_mod
 from .admission import Admission, RelayLimit
+from .board import BoardKeeper
+from .liveness import Liveness
 from .metrics import Metrics
 from .route import Route
 from .settings import Settings
 from .upstream import Pool
+from .watchdog_report import WatchdogReport
 
 log = logging.getLogger("frontdoor")
 
@@ -39,6 +42,10 @@ class Frontdoor:
         self.started_at = route_mod.now_iso()
         self.started_monotonic = time.monotonic()
         self.metrics = Metrics()
+        self.liveness = Liveness()  # liveness.py: tokens relayed, for the watchdog
+        self.watchdog: WatchdogReport | None = None  # what the orchestrator last reported
+        # What the orchestrator publishes for the operator's page (dashboard.py).
+        self.board = BoardKeeper(settings.state_dir / "board.json" if settings.state_dir else None)
         # The route and the pause flag are ours alone; admission reads them through ``self``.
         self.admission = Admission(self, settings.max_queued_body_bytes)
         self.relays = RelayLimit(settings.max_active_relays)

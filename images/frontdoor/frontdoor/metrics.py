@@ -6,7 +6,7 @@ Updates happen per request, never per streamed event, so they cost nothing on th
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections import Counter
+from collections import Counter, deque
 
 # Paths get their own label value only when known, so a scanner cannot blow up cardinality.
 KNOWN_PATHS = frozenset(
@@ -39,8 +39,11 @@ class Histogram:
         self.counts = [0] * (len(buckets) + 1)
         self.sum = 0.0
         self.count = 0
+        #: The last observations, newest last (the operator page's sparkline).
+        self.recent: deque[float] = deque(maxlen=60)
 
     def observe(self, value: float) -> None:
+        self.recent.append(value)
         self.counts[bisect_left(self.buckets, value)] += 1
         self.sum += value
         self.count += 1

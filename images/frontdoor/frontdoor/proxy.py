@@ -79,6 +79,7 @@ _DROP_REQUEST = HOP_BY_HOP | {
     b"x-forwarded-for",
     b"x-forwarded-proto",
     b"x-forwarded-host",
+    b"x-model-slot-hold",  # ours: the model never sees it
 }
 _EVENT_STREAM = b"text/event-stream"
 
@@ -87,9 +88,9 @@ class ClientGone(Exception):
     """The client disconnected; nobody is left to answer."""
 
 
-@dataclass
+@dataclass(eq=False)  # identity: the liveness set holds it
 class Exchange:
-    """What one request did, for metrics and the event log."""
+    """What one request did, for metrics, the event log and liveness."""
 
     path: str
     generation: bool
@@ -102,12 +103,15 @@ class Exchange:
     client_gone: bool = False
     done: bool = False
     admitted: bool = False
+    admitted_at: float = 0.0  # liveness.py sets it when the generation is admitted
+    last_relay: float = 0.0  # monotonic time body bytes were last relayed (liveness.py)
     tail: events.Tail = field(default_factory=events.Tail)
 
     def release(self, fd: Frontdoor) -> None:
         """Give the generation slot back, once."""
         if self.admitted:
             self.admitted = False
+            fd.liveness.end(self)
             fd.admission.release(time.monotonic() - self.start)
 
 
@@ -130,13 +134,15 @@ async def relay(fd: Frontdoor, scope: Scope, receive: Receive, send: Send) -> No
         if not fd.authorized(scope["headers"]):
             raise errors.unauthorized("missing or wrong API key (send Authorization: Bearer <key>)")
         fd.admission.refuse_if_closed()
+        hold = _hold(scope["headers"], fd.settings.hold)
         deadline = time.monotonic() + fd.settings.body_deadline_s
         if ex.generation:
             whole = await _read_body(scope, receive, fd.settings, deadline)
             body: bytes | AsyncIterator[bytes] = whole
             watch()
-            ex.queue_wait = await fd.admission.acquire(len(whole))
+            ex.queue_wait = await fd.admission.acquire(len(whole), hold=hold)
             ex.admitted = True
+            fd.liveness.begin(ex)
             if ex.client_gone:  # granted in the very turn the client left
                 raise ClientGone
             ex.queued = ex.queue_wait > 0
@@ -150,7 +156,7 @@ async def relay(fd: Frontdoor, scope: Scope, receive: Receive, send: Send) -> No
             relayed = True
             body = await _body_stream(scope, receive, fd.settings, deadline, watch)
             # Held while switching (never sent to a stopping upstream); 503 when down/faulted.
-            await fd.admission.hold_while_switching()
+            await fd.admission.hold_while_switching(hold=hold)
             route = fd.route  # serving: it has an upstream
         await _forward(fd, scope, send, ex, base=route.upstream_base, body=body)
     except Refusal as refusal:
@@ -158,7 +164,7 @@ async def relay(fd: Frontdoor, scope: Scope, receive: Receive, send: Send) -> No
             return
         ex.status, ex.error = refusal.status, refusal.type
         fd.metrics.refusals[refusal.type] += 1
-        await _send_refusal(send, refusal, fd.settings.cors_allow_origin)
+        await send_refusal(send, refusal, fd.settings.cors_allow_origin)
     except asyncio.CancelledError:
         if not ex.client_gone:
             raise  # a shutdown, not our watcher: let it propagate
@@ -274,6 +280,23 @@ def _check_length(scope: Scope, limit: int) -> None:
                 raise errors.too_large(limit)
 
 
+def _hold(headers: list[tuple[bytes, bytes]], default: bool) -> bool:
+    """``X-Model-Slot-Hold``: 0 = refuse at once instead of waiting (what a router wants)."""
+    for name, value in headers:
+        if name == b"x-model-slot-hold":
+            flag = value.strip().lower()
+            if flag in (b"0", b"false", b"no"):
+                return False
+            if flag in (b"1", b"true", b"yes"):
+                return True
+            raise errors.bad_request(
+                "X-Model-Slot-Hold must be 0 (refuse at once when the model cannot take the "
+                "request now) or 1 (wait, the default)",
+                param="X-Model-Slot-Hold",
+            )
+    return default
+
+
 def _request_headers(scope: Scope) -> list[tuple[bytes, bytes]]:
     headers: list[tuple[bytes, bytes]] = scope["headers"]
     drop = _DROP_REQUEST
@@ -351,6 +374,7 @@ async def _relay_response(fd: Frontdoor, send: Send, ex: Exchange, response: Res
             ex.ttft = time.monotonic() - ex.start
         while chunk:
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            ex.last_relay = time.monotonic()  # the watchdog's proof of life: one store
             if keep_tail:
                 ex.tail.add(chunk)
             chunk = await read()
@@ -378,13 +402,15 @@ async def _relay_response(fd: Frontdoor, send: Send, ex: Exchange, response: Res
     await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
-async def _send_refusal(send: Send, refusal: Refusal, cors: str | None) -> None:
+async def send_refusal(
+    send: Send, refusal: Refusal, cors: str | None, *, head: bool = False
+) -> None:
     body = refusal.body()
     headers = [*refusal.headers(), (b"content-length", str(len(body)).encode())]
     if cors:
         headers.append((b"access-control-allow-origin", cors.encode()))
     await send({"type": "http.response.start", "status": refusal.status, "headers": headers})
-    await send({"type": "http.response.body", "body": body, "more_body": False})
+    await send({"type": "http.response.body", "body": b"" if head else body, "more_body": False})
 
 
 def _account(fd: Frontdoor, ex: Exchange, elapsed: float, scope: Scope) -> None:

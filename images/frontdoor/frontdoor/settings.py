@@ -51,6 +51,9 @@ class Settings(BaseModel):
     max_active_generations: int = Field(default=4, ge=1)
     queue_timeout_s: float = Field(default=30.0, ge=0)
     switch_hold_s: float = Field(default=30.0, ge=0)
+    # Whether a generation that cannot run at once waits (True) or gets 503 at once (False);
+    # a request's ``X-Model-Slot-Hold: 0|1`` header overrides it (routers send 0).
+    hold: bool = True
     log_events: bool = False
     cors_allow_origin: str | None = None
     default_max_output_tokens: int | None = Field(default=None, ge=1)
@@ -106,6 +109,7 @@ class Settings(BaseModel):
             "max_active_generations": r.integer("FRONTDOOR_MAX_ACTIVE_GENERATIONS", minimum=1),
             "queue_timeout_s": r.number("FRONTDOOR_QUEUE_TIMEOUT_S"),
             "switch_hold_s": r.number("FRONTDOOR_SWITCH_HOLD_S"),
+            "hold": r.flag("FRONTDOOR_HOLD"),
             "log_events": r.flag("FRONTDOOR_LOG_EVENTS"),
             "cors_allow_origin": r.text("FRONTDOOR_CORS_ALLOW_ORIGIN"),
             "default_max_output_tokens": r.integer(

@@ -53,4 +53,6 @@ def status(fd: Frontdoor) -> dict[str, Any]:
             "limits": route.limits.model_dump(),
         },
         "startup_facts": route.startup_facts,
+        "liveness": fd.liveness.snapshot(),
+        "watchdog": None if fd.watchdog is None else fd.watchdog.model_dump(mode="json"),
     }
