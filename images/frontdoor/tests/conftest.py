@@ -7,7 +7,7 @@ import socket
 import threading
 from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import httpx
 import pytest
@@ -19,6 +19,8 @@ from frontdoor.server import Servers, bind
 from frontdoor.settings import Settings
 
 ADMIN_TOKEN = "test-admin-token"
+
+T = TypeVar("T")
 
 
 class RunningFrontdoor:
@@ -39,7 +41,8 @@ class RunningFrontdoor:
         )
         self._thread.start()
 
-    def call(self, coro: Coroutine[Any, Any, Any], timeout: float = 30.0) -> Any:
+    def call(self, coro: Coroutine[Any, Any, T], timeout: float = 30.0) -> T:
+        """Run ``coro`` on the frontdoor's loop and return its result."""
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
     def wait(self, predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
@@ -47,12 +50,12 @@ class RunningFrontdoor:
         return bool(self.call(self.fd.admission.wait_until(predicate, timeout), timeout + 5))
 
     def admin(
-        self, method: str, path: str, json: Any = None, token: str | None = ADMIN_TOKEN
+        self, method: str, path: str, json: object = None, token: str | None = ADMIN_TOKEN
     ) -> httpx.Response:
         headers = {"authorization": f"Bearer {token}"} if token else {}
         return httpx.request(method, self.admin_url + path, json=json, headers=headers, timeout=30)
 
-    def put_route(self, **route: Any) -> httpx.Response:
+    def put_route(self, **route: object) -> httpx.Response:
         response = self.admin("PUT", "/admin/route", json=route)
         assert response.status_code == 200, response.text
         return response
@@ -65,6 +68,13 @@ class RunningFrontdoor:
         self.loop.close()
 
 
+class StartFrontdoor(Protocol):
+    """The ``start_frontdoor`` fixture: a frontdoor with these ``Settings`` fields (the admin
+    token defaults to ``ADMIN_TOKEN``) and, optionally, a route to start with."""
+
+    def __call__(self, route: Route | None = None, **settings: object) -> RunningFrontdoor: ...
+
+
 @pytest.fixture
 def upstream() -> Iterator[FakeUpstream]:
     fake = FakeUpstream()
@@ -73,7 +83,7 @@ def upstream() -> Iterator[FakeUpstream]:
 
 
 @pytest.fixture
-def start_frontdoor() -> Iterator[Callable[..., RunningFrontdoor]]:
+def start_frontdoor() -> Iterator[StartFrontdoor]:
     started: list[RunningFrontdoor] = []
 
     def start(route: Route | None = None, **settings: Any) -> RunningFrontdoor:

@@ -22,7 +22,17 @@ import socket
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
+
+
+class Echo(TypedDict):
+    """What ``x-fake-echo: 1`` answers: the request as the upstream received it."""
+
+    method: str
+    path: str
+    query: str
+    headers: dict[str, str]
+    body: str
 
 
 @dataclass
@@ -177,17 +187,14 @@ class FakeUpstream:
                 }
                 self._send_json(writer, int(h["x-fake-status"]), error)
             elif "x-fake-echo" in h:
-                self._send_json(
-                    writer,
-                    200,
-                    {
-                        "method": seen.method,
-                        "path": seen.path,
-                        "query": seen.query,
-                        "headers": seen.headers,
-                        "body": seen.body.decode("utf-8", "replace"),
-                    },
+                echo = Echo(
+                    method=seen.method,
+                    path=seen.path,
+                    query=seen.query,
+                    headers=seen.headers,
+                    body=seen.body.decode("utf-8", "replace"),
                 )
+                self._send_json(writer, 200, dict(echo))
             elif seen.path == "/v1/models":
                 self._send_json(
                     writer,

@@ -6,7 +6,7 @@ import json
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
-from conftest import raw_request
+from conftest import StartFrontdoor, raw_request
 from fd_fakes import FakeUpstream
 from frontdoor.route import Limits, Route
 
@@ -15,12 +15,8 @@ BODY = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
 
 
 def _route(url: str, cap: int, queue_timeout_s: float, **kw: object) -> Route:
-    return Route(
-        upstream=url,
-        state="serving",
-        limits=Limits(max_active_generations=cap, queue_timeout_s=queue_timeout_s),
-        **kw,  # type: ignore[arg-type]
-    )
+    limits = Limits(max_active_generations=cap, queue_timeout_s=queue_timeout_s)
+    return Route.model_validate({"upstream": url, "state": "serving", "limits": limits, **kw})
 
 
 def _post(url: str, hold: str | None = None) -> httpx.Response:
@@ -29,7 +25,7 @@ def _post(url: str, hold: str | None = None) -> httpx.Response:
 
 
 def test_cap_2_queue_0_third_concurrent_generation_gets_one_503_queue_timeout(
-    upstream: FakeUpstream, start_frontdoor
+    upstream: FakeUpstream, start_frontdoor: StartFrontdoor
 ) -> None:
     front = start_frontdoor(_route(upstream.url, cap=2, queue_timeout_s=0))
     with ThreadPoolExecutor(3) as pool:
@@ -49,7 +45,7 @@ def test_cap_2_queue_0_third_concurrent_generation_gets_one_503_queue_timeout(
 
 
 def test_with_a_queue_timeout_the_third_is_served_once_a_slot_frees(
-    upstream: FakeUpstream, start_frontdoor
+    upstream: FakeUpstream, start_frontdoor: StartFrontdoor
 ) -> None:
     front = start_frontdoor(_route(upstream.url, cap=2, queue_timeout_s=20))
     adm = front.fd.admission
@@ -73,7 +69,7 @@ def test_with_a_queue_timeout_the_third_is_served_once_a_slot_frees(
 
 
 def test_disconnect_while_active_closes_upstream_and_frees_the_slot(
-    upstream: FakeUpstream, start_frontdoor
+    upstream: FakeUpstream, start_frontdoor: StartFrontdoor
 ) -> None:
     front = start_frontdoor(_route(upstream.url, cap=1, queue_timeout_s=0))
     adm = front.fd.admission
@@ -89,7 +85,7 @@ def test_disconnect_while_active_closes_upstream_and_frees_the_slot(
 
 
 def test_disconnect_while_streaming_closes_upstream(
-    upstream: FakeUpstream, start_frontdoor
+    upstream: FakeUpstream, start_frontdoor: StartFrontdoor
 ) -> None:
     front = start_frontdoor(_route(upstream.url, cap=1, queue_timeout_s=0))
     headers = {"x-fake-sse": "1000", "x-fake-interval": "0.02"}
@@ -101,7 +97,9 @@ def test_disconnect_while_streaming_closes_upstream(
     assert front.wait(lambda: front.fd.admission.active == 0)
 
 
-def test_disconnect_while_queued_leaves_the_queue(upstream: FakeUpstream, start_frontdoor) -> None:
+def test_disconnect_while_queued_leaves_the_queue(
+    upstream: FakeUpstream, start_frontdoor: StartFrontdoor
+) -> None:
     front = start_frontdoor(_route(upstream.url, cap=1, queue_timeout_s=30))
     adm = front.fd.admission
     with ThreadPoolExecutor(1) as pool:
@@ -120,7 +118,7 @@ def test_disconnect_while_queued_leaves_the_queue(upstream: FakeUpstream, start_
 
 
 def test_lowering_the_cap_lets_active_finish_and_admits_none_until_under_it(
-    upstream: FakeUpstream, start_frontdoor
+    upstream: FakeUpstream, start_frontdoor: StartFrontdoor
 ) -> None:
     front = start_frontdoor(_route(upstream.url, cap=3, queue_timeout_s=30))
     adm = front.fd.admission

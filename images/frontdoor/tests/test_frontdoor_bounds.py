@@ -16,14 +16,12 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
-from conftest import RunningFrontdoor, raw_request
+from conftest import RunningFrontdoor, StartFrontdoor, raw_request
 from fd_fakes import FakeUpstream
 from frontdoor.route import Limits, Route
 
 CHAT = "/v1/chat/completions"
 BODY = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
-
-StartFrontdoor = Callable[..., RunningFrontdoor]
 
 
 def _connect(front: RunningFrontdoor) -> socket.socket:

@@ -7,17 +7,14 @@ page on a real stack is tests/e2e/test_dashboard.py).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from conftest import ADMIN_TOKEN, RunningFrontdoor
+from conftest import ADMIN_TOKEN, StartFrontdoor
 from fd_fakes import FakeUpstream
 from frontdoor.route import Limits, Profile, Route
-
-StartFrontdoor = Callable[..., RunningFrontdoor]
 
 BOARD: dict[str, Any] = {
     "profiles": [

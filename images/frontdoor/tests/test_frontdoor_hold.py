@@ -11,14 +11,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
-from conftest import RunningFrontdoor
+from conftest import RunningFrontdoor, StartFrontdoor
 from fd_fakes import FakeUpstream
 from frontdoor.route import Limits, Route, RouteState
 
 CHAT = "/v1/chat/completions"
 BODY = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
-
-StartFrontdoor = Callable[..., RunningFrontdoor]
 
 
 def _route(

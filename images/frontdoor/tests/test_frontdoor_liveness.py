@@ -10,13 +10,12 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
-from conftest import RunningFrontdoor, raw_request
+from conftest import RunningFrontdoor, StartFrontdoor, raw_request
 from fd_fakes import FakeUpstream
 from frontdoor.route import Limits, Route
 
 CHAT = "/v1/chat/completions"
 BODY = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
-Start = Callable[..., RunningFrontdoor]
 
 
 def _route(url: str) -> Route:
@@ -41,7 +40,7 @@ def _poll(front: RunningFrontdoor, check: Callable[[dict[str, Any]], bool], what
 
 
 def test_a_fresh_frontdoor_has_relayed_nothing(
-    upstream: FakeUpstream, start_frontdoor: Start
+    upstream: FakeUpstream, start_frontdoor: StartFrontdoor
 ) -> None:
     front = start_frontdoor(_route(upstream.url))
     assert _liveness(front) == {
@@ -53,7 +52,7 @@ def test_a_fresh_frontdoor_has_relayed_nothing(
 
 
 def test_a_stream_that_stops_sending_is_silent_and_tokens_are_recent(
-    upstream: FakeUpstream, start_frontdoor: Start
+    upstream: FakeUpstream, start_frontdoor: StartFrontdoor
 ) -> None:
     front = start_frontdoor(_route(upstream.url))
     headers = {"x-fake-sse": "3", "x-fake-step": "s"}
@@ -82,7 +81,7 @@ def test_a_stream_that_stops_sending_is_silent_and_tokens_are_recent(
 
 
 def test_a_held_generation_is_silent_since_admission_and_no_token(
-    upstream: FakeUpstream, start_frontdoor: Start
+    upstream: FakeUpstream, start_frontdoor: StartFrontdoor
 ) -> None:
     front = start_frontdoor(_route(upstream.url))
     sock = raw_request(front.url, CHAT, json.dumps(BODY).encode(), {"x-fake-hold": "h"})
@@ -100,7 +99,9 @@ def test_a_held_generation_is_silent_since_admission_and_no_token(
     _poll(front, lambda v: v["last_token_age_s"] is not None, "the answer to count")
 
 
-def test_error_answers_are_not_tokens(upstream: FakeUpstream, start_frontdoor: Start) -> None:
+def test_error_answers_are_not_tokens(
+    upstream: FakeUpstream, start_frontdoor: StartFrontdoor
+) -> None:
     """vLLM's API server answers errors while its engine is stopped: not proof of life."""
     front = start_frontdoor(_route(upstream.url))
     response = httpx.post(front.url + CHAT, json=BODY, headers={"x-fake-status": "400"}, timeout=10)
@@ -109,7 +110,9 @@ def test_error_answers_are_not_tokens(upstream: FakeUpstream, start_frontdoor: S
     assert _liveness(front)["last_token_age_s"] is None
 
 
-def test_liveness_needs_the_admin_token(upstream: FakeUpstream, start_frontdoor: Start) -> None:
+def test_liveness_needs_the_admin_token(
+    upstream: FakeUpstream, start_frontdoor: StartFrontdoor
+) -> None:
     front = start_frontdoor(_route(upstream.url))
     assert front.admin("GET", "/admin/liveness", token=None).status_code == 401
     assert front.admin("PUT", "/admin/watchdog", json={}, token="wrong").status_code == 401
@@ -138,7 +141,7 @@ REPORT = {
 
 
 def test_the_watchdog_report_shows_in_status_and_metrics(
-    upstream: FakeUpstream, start_frontdoor: Start
+    upstream: FakeUpstream, start_frontdoor: StartFrontdoor
 ) -> None:
     front = start_frontdoor(_route(upstream.url))
     metrics = httpx.get(front.url + "/metrics", timeout=10).text
@@ -169,7 +172,9 @@ def test_the_watchdog_report_shows_in_status_and_metrics(
         assert line in metrics, line
 
 
-def test_a_bad_watchdog_report_is_refused(upstream: FakeUpstream, start_frontdoor: Start) -> None:
+def test_a_bad_watchdog_report_is_refused(
+    upstream: FakeUpstream, start_frontdoor: StartFrontdoor
+) -> None:
     front = start_frontdoor(_route(upstream.url))
     bad = {"watchdog": {"verdict": "melted"}}
     assert front.admin("PUT", "/admin/watchdog", json=bad).status_code == 422

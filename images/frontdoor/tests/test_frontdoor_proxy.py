@@ -8,23 +8,25 @@ import socket
 
 import httpx
 import pytest
-from fd_fakes import FakeUpstream
+from conftest import StartFrontdoor
+from fd_fakes import Echo, FakeUpstream
 from frontdoor.route import Limits, Route
 
 CHAT = "/v1/chat/completions"
 
 
-def _echo(front_url: str, path: str, body: object, **headers: str) -> dict[str, object]:
+def _echo(front_url: str, path: str, body: object, **headers: str) -> Echo:
     r = httpx.post(front_url + path, json=body, headers={"x-fake-echo": "1", **headers}, timeout=10)
     assert r.status_code == 200, r.text
-    return r.json()
+    echo: Echo = r.json()
+    return echo
 
 
 def _rewriting(url: str, **limits: object) -> Route:
-    return Route(upstream=url, state="serving", limits=Limits(**limits))  # type: ignore[arg-type]
+    return Route(upstream=url, state="serving", limits=Limits.model_validate(limits))
 
 
-def test_oversized_body_gets_413(upstream: FakeUpstream, start_frontdoor) -> None:
+def test_oversized_body_gets_413(upstream: FakeUpstream, start_frontdoor: StartFrontdoor) -> None:
     front = start_frontdoor(backend_url=upstream.url, max_body_bytes=1000)
     big = {"model": "m", "messages": [{"role": "user", "content": "x" * 2000}]}
     r = httpx.post(front.url + CHAT, json=big, timeout=10)
@@ -38,7 +40,7 @@ def test_oversized_body_gets_413(upstream: FakeUpstream, start_frontdoor) -> Non
 
 
 def test_garbage_json_with_rewrites_on_gets_400_not_500(
-    upstream: FakeUpstream, start_frontdoor
+    upstream: FakeUpstream, start_frontdoor: StartFrontdoor
 ) -> None:
     front = start_frontdoor(
         _rewriting(upstream.url, rewrite_request_model=True, served_model_name="served")
@@ -54,7 +56,7 @@ def test_garbage_json_with_rewrites_on_gets_400_not_500(
 
 
 def test_garbage_json_without_rewrites_is_relayed_for_the_model_server_to_judge(
-    upstream: FakeUpstream, start_frontdoor
+    upstream: FakeUpstream, start_frontdoor: StartFrontdoor
 ) -> None:
     front = start_frontdoor(backend_url=upstream.url)
     r = httpx.post(front.url + CHAT, content=b"{not json", headers={"x-fake-echo": "1"})
@@ -63,7 +65,7 @@ def test_garbage_json_without_rewrites_is_relayed_for_the_model_server_to_judge(
 
 
 def test_model_rewrite_and_token_budget_per_endpoint(
-    upstream: FakeUpstream, start_frontdoor
+    upstream: FakeUpstream, start_frontdoor: StartFrontdoor
 ) -> None:
     front = start_frontdoor(
         _rewriting(
@@ -76,7 +78,8 @@ def test_model_rewrite_and_token_budget_per_endpoint(
     )
 
     def sent(path: str, body: dict[str, object]) -> dict[str, object]:
-        return json.loads(str(_echo(front.url, path, body)["body"]))
+        received: dict[str, object] = json.loads(_echo(front.url, path, body)["body"])
+        return received
 
     chat = sent(CHAT, {"model": "gpt-4o", "messages": []})
     assert chat["model"] == "served" and chat["max_tokens"] == 256  # missing -> default
@@ -95,7 +98,7 @@ def test_model_rewrite_and_token_budget_per_endpoint(
 
 
 def test_chat_template_kwargs_merge_where_the_client_wins(
-    upstream: FakeUpstream, start_frontdoor
+    upstream: FakeUpstream, start_frontdoor: StartFrontdoor
 ) -> None:
     front = start_frontdoor(
         _rewriting(
@@ -103,18 +106,18 @@ def test_chat_template_kwargs_merge_where_the_client_wins(
         )
     )
     body = {"messages": [], "chat_template_kwargs": {"enable_thinking": True}}
-    sent = json.loads(str(_echo(front.url, CHAT, body)["body"]))
+    sent = json.loads(_echo(front.url, CHAT, body)["body"])
     assert sent["chat_template_kwargs"] == {"enable_thinking": True, "reasoning": "low"}
-    sent = json.loads(str(_echo(front.url, CHAT, {"messages": []})["body"]))
+    sent = json.loads(_echo(front.url, CHAT, {"messages": []})["body"])
     assert sent["chat_template_kwargs"] == {"enable_thinking": False, "reasoning": "low"}
     # Not a chat path: untouched.
-    assert json.loads(str(_echo(front.url, "/v1/completions", {"prompt": "a"})["body"])) == {
+    assert json.loads(_echo(front.url, "/v1/completions", {"prompt": "a"})["body"]) == {
         "prompt": "a"
     }
 
 
 def test_image_chat_request_passes_through_byte_for_byte(
-    upstream: FakeUpstream, start_frontdoor
+    upstream: FakeUpstream, start_frontdoor: StartFrontdoor
 ) -> None:
     front = start_frontdoor(backend_url=upstream.url)
     pixel = base64.b64encode(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 64).decode()
@@ -145,7 +148,7 @@ def test_image_chat_request_passes_through_byte_for_byte(
 
 
 def test_headers_hop_by_hop_stripped_and_forwarded_headers_set(
-    upstream: FakeUpstream, start_frontdoor
+    upstream: FakeUpstream, start_frontdoor: StartFrontdoor
 ) -> None:
     front = start_frontdoor(backend_url=upstream.url)
     r = httpx.get(
@@ -172,7 +175,7 @@ def test_headers_hop_by_hop_stripped_and_forwarded_headers_set(
     assert headers["authorization"] == "Bearer client-key"  # end-to-end header kept
 
 
-def test_upstream_connect_failure_gives_502_backend_error(start_frontdoor) -> None:
+def test_upstream_connect_failure_gives_502_backend_error(start_frontdoor: StartFrontdoor) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         dead = f"http://127.0.0.1:{s.getsockname()[1]}"
@@ -185,7 +188,9 @@ def test_upstream_connect_failure_gives_502_backend_error(start_frontdoor) -> No
     assert front.wait(lambda: front.fd.admission.active == 0)
 
 
-def test_upstream_timeout_gives_504(upstream: FakeUpstream, start_frontdoor) -> None:
+def test_upstream_timeout_gives_504(
+    upstream: FakeUpstream, start_frontdoor: StartFrontdoor
+) -> None:
     front = start_frontdoor(backend_url=upstream.url, backend_timeout_s=0.2)
     r = httpx.post(
         front.url + CHAT, json={"messages": []}, headers={"x-fake-hold": "never"}, timeout=10
@@ -196,7 +201,7 @@ def test_upstream_timeout_gives_504(upstream: FakeUpstream, start_frontdoor) -> 
 
 
 def test_upstream_breaking_mid_stream_ends_the_stream_with_an_error_event(
-    upstream: FakeUpstream, start_frontdoor
+    upstream: FakeUpstream, start_frontdoor: StartFrontdoor
 ) -> None:
     front = start_frontdoor(backend_url=upstream.url)
     with httpx.stream(
@@ -213,7 +218,7 @@ def test_upstream_breaking_mid_stream_ends_the_stream_with_an_error_event(
 
 
 def test_upstream_errors_are_relayed_with_their_status_and_body(
-    upstream: FakeUpstream, start_frontdoor
+    upstream: FakeUpstream, start_frontdoor: StartFrontdoor
 ) -> None:
     front = start_frontdoor(backend_url=upstream.url)
     r = httpx.post(front.url + CHAT, json={}, headers={"x-fake-status": "400"})
@@ -221,7 +226,7 @@ def test_upstream_errors_are_relayed_with_their_status_and_body(
     assert r.json()["error"]["message"] == "fake failure"
 
 
-def test_api_keys_when_on(upstream: FakeUpstream, start_frontdoor) -> None:
+def test_api_keys_when_on(upstream: FakeUpstream, start_frontdoor: StartFrontdoor) -> None:
     front = start_frontdoor(backend_url=upstream.url, api_keys=frozenset({"k1", "k2"}))
     assert httpx.post(front.url + CHAT, json={}).status_code == 401
     bad = httpx.post(front.url + CHAT, json={}, headers={"authorization": "Bearer nope"})
@@ -242,7 +247,7 @@ def test_api_keys_when_on(upstream: FakeUpstream, start_frontdoor) -> None:
     assert len(upstream.seen) == 2
 
 
-def test_status_has_the_lab_keys(upstream: FakeUpstream, start_frontdoor) -> None:
+def test_status_has_the_lab_keys(upstream: FakeUpstream, start_frontdoor: StartFrontdoor) -> None:
     from frontdoor.settings import ModelSlotMeta
 
     meta = ModelSlotMeta(
@@ -284,7 +289,7 @@ def test_status_has_the_lab_keys(upstream: FakeUpstream, start_frontdoor) -> Non
 
 
 def test_metrics_count_requests_refusals_and_latency(
-    upstream: FakeUpstream, start_frontdoor
+    upstream: FakeUpstream, start_frontdoor: StartFrontdoor
 ) -> None:
     front = start_frontdoor(
         _rewriting(upstream.url, rewrite_request_model=True, served_model_name="s")
@@ -307,7 +312,7 @@ def test_metrics_count_requests_refusals_and_latency(
 
 
 def test_event_log_writes_one_json_line_per_generation(
-    upstream: FakeUpstream, start_frontdoor, capsys: pytest.CaptureFixture[str]
+    upstream: FakeUpstream, start_frontdoor: StartFrontdoor, capsys: pytest.CaptureFixture[str]
 ) -> None:
     front = start_frontdoor(backend_url=upstream.url, log_events=True)
     with httpx.stream(
@@ -328,7 +333,7 @@ def test_event_log_writes_one_json_line_per_generation(
     assert {"time", "queue_wait", "error"} <= set(event)
 
 
-def test_cors_when_configured(upstream: FakeUpstream, start_frontdoor) -> None:
+def test_cors_when_configured(upstream: FakeUpstream, start_frontdoor: StartFrontdoor) -> None:
     front = start_frontdoor(backend_url=upstream.url, cors_allow_origin="*")
     r = httpx.options(
         front.url + CHAT, headers={"origin": "http://ui", "access-control-request-method": "POST"}
@@ -339,7 +344,7 @@ def test_cors_when_configured(upstream: FakeUpstream, start_frontdoor) -> None:
 
 
 def test_head_and_keep_alive_reuse_of_upstream_connections(
-    upstream: FakeUpstream, start_frontdoor
+    upstream: FakeUpstream, start_frontdoor: StartFrontdoor
 ) -> None:
     front = start_frontdoor(backend_url=upstream.url)
     with httpx.Client(base_url=front.url, timeout=10) as client:
@@ -354,7 +359,7 @@ def test_head_and_keep_alive_reuse_of_upstream_connections(
 
 
 def test_upstream_silent_mid_stream_past_the_read_timeout_ends_with_an_error_event(
-    upstream: FakeUpstream, start_frontdoor
+    upstream: FakeUpstream, start_frontdoor: StartFrontdoor
 ) -> None:
     front = start_frontdoor(backend_url=upstream.url, backend_timeout_s=0.3)
     headers = {"x-fake-sse": "3", "x-fake-interval": "5"}
@@ -369,7 +374,7 @@ def test_upstream_silent_mid_stream_past_the_read_timeout_ends_with_an_error_eve
 
 
 def test_slow_or_silent_clients_get_408_and_are_closed(
-    upstream: FakeUpstream, start_frontdoor
+    upstream: FakeUpstream, start_frontdoor: StartFrontdoor
 ) -> None:
     front = start_frontdoor(backend_url=upstream.url, header_timeout_s=0.3)
     host, port = front.url.removeprefix("http://").split(":")
@@ -388,7 +393,7 @@ def test_slow_or_silent_clients_get_408_and_are_closed(
 
 
 def test_header_timeout_does_not_cut_long_responses_or_kept_alive_connections(
-    upstream: FakeUpstream, start_frontdoor
+    upstream: FakeUpstream, start_frontdoor: StartFrontdoor
 ) -> None:
     front = start_frontdoor(backend_url=upstream.url, header_timeout_s=0.3)
     with httpx.Client(base_url=front.url, timeout=10) as client:
@@ -400,7 +405,7 @@ def test_header_timeout_does_not_cut_long_responses_or_kept_alive_connections(
 
 @pytest.mark.parametrize("path", [CHAT, "/tokenize"])
 def test_a_stalled_request_body_gets_408_and_holds_nothing(
-    upstream: FakeUpstream, start_frontdoor, path: str
+    upstream: FakeUpstream, start_frontdoor: StartFrontdoor, path: str
 ) -> None:
     """Headers promise 100 bytes, 10 arrive, then nothing: 408 after FRONTDOOR_BODY_TIMEOUT_S.
 

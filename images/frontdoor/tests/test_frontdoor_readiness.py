@@ -8,28 +8,27 @@ measured duration.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
 import pytest
-from conftest import RunningFrontdoor
+from conftest import RunningFrontdoor, StartFrontdoor
 from fd_fakes import FakeUpstream
-from frontdoor.route import Limits, Route
+from frontdoor.route import Limits, Route, RouteState
 
 CHAT = "/v1/chat/completions"
 BODY = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
 LONG = 600.0  # a hold nobody may wait out in these tests
 NO_HOLD = {"x-model-slot-hold": "0"}
 
-Start = Callable[..., RunningFrontdoor]
 
-
-def _route(url: str | None, state: str = "serving", cap: int = 4, **kw: Any) -> dict[str, Any]:
+def _route(
+    url: str | None, state: RouteState = "serving", cap: int = 4, **kw: object
+) -> dict[str, Any]:
     limits = Limits(max_active_generations=cap, queue_timeout_s=LONG)
-    route = Route(upstream=url, state=state, limits=limits, switch_hold_s=LONG, **kw)
-    return route.model_dump(mode="json")
+    fields = {"upstream": url, "state": state, "limits": limits, "switch_hold_s": LONG, **kw}
+    return Route.model_validate(fields).model_dump(mode="json")
 
 
 def _ready(front: RunningFrontdoor) -> httpx.Response:
@@ -45,7 +44,7 @@ def _refused_at_once(response: httpx.Response, kind: str) -> None:
 
 
 def test_health_ready_is_200_only_while_serving_and_not_paused(
-    upstream: FakeUpstream, start_frontdoor: Start
+    upstream: FakeUpstream, start_frontdoor: StartFrontdoor
 ) -> None:
     front = start_frontdoor()
     front.put_route(**_route(upstream.url, profile={"name": "tiny"}))
@@ -73,7 +72,7 @@ def test_health_ready_is_200_only_while_serving_and_not_paused(
     assert upstream.seen == []  # readiness never asks the model
 
 
-def test_health_ready_head_has_the_status_and_no_body(start_frontdoor: Start) -> None:
+def test_health_ready_head_has_the_status_and_no_body(start_frontdoor: StartFrontdoor) -> None:
     front = start_frontdoor()
     front.put_route(**_route(None, "down", reason="nothing yet"))
     response = httpx.head(front.url + "/health/ready", timeout=20)
@@ -84,7 +83,7 @@ def test_health_ready_head_has_the_status_and_no_body(start_frontdoor: Start) ->
 
 @pytest.mark.parametrize("situation", ["switching", "paused", "cap_full"])
 def test_no_hold_header_refuses_a_generation_at_once_instead_of_holding_it(
-    situation: str, upstream: FakeUpstream, start_frontdoor: Start
+    situation: str, upstream: FakeUpstream, start_frontdoor: StartFrontdoor
 ) -> None:
     front = start_frontdoor()
     front.put_route(**_route(upstream.url, cap=1))
@@ -109,7 +108,7 @@ def test_no_hold_header_refuses_a_generation_at_once_instead_of_holding_it(
 
 
 def test_no_hold_header_refuses_a_non_generation_while_switching(
-    upstream: FakeUpstream, start_frontdoor: Start
+    upstream: FakeUpstream, start_frontdoor: StartFrontdoor
 ) -> None:
     front = start_frontdoor()
     front.put_route(**_route(upstream.url, "switching", reason="to gemma"))
@@ -119,7 +118,7 @@ def test_no_hold_header_refuses_a_non_generation_while_switching(
 
 
 def test_frontdoor_hold_setting_off_refuses_unless_the_request_asks_to_wait(
-    upstream: FakeUpstream, start_frontdoor: Start
+    upstream: FakeUpstream, start_frontdoor: StartFrontdoor
 ) -> None:
     front = start_frontdoor(hold=False)
     front.put_route(**_route(upstream.url, cap=1))
@@ -135,7 +134,7 @@ def test_frontdoor_hold_setting_off_refuses_unless_the_request_asks_to_wait(
 
 
 def test_a_malformed_hold_header_gets_400_naming_it(
-    upstream: FakeUpstream, start_frontdoor: Start
+    upstream: FakeUpstream, start_frontdoor: StartFrontdoor
 ) -> None:
     front = start_frontdoor()
     front.put_route(**_route(upstream.url))
@@ -149,7 +148,7 @@ def test_a_malformed_hold_header_gets_400_naming_it(
 
 @pytest.mark.parametrize(("method", "path"), [("POST", CHAT), ("GET", "/v1/models")])
 def test_the_hold_header_never_reaches_the_model(
-    method: str, path: str, upstream: FakeUpstream, start_frontdoor: Start
+    method: str, path: str, upstream: FakeUpstream, start_frontdoor: StartFrontdoor
 ) -> None:
     front = start_frontdoor()
     front.put_route(**_route(upstream.url))

@@ -4,23 +4,23 @@ from __future__ import annotations
 
 import json
 import socket
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import pytest
-from conftest import RunningFrontdoor
+from conftest import StartFrontdoor
 from fd_fakes import FakeUpstream
-from frontdoor.route import Limits, Route
+from frontdoor.route import Limits, Route, RouteState
 
 CHAT = "/v1/chat/completions"
 STREAM = {"model": "m", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
 
 
-def _route(url: str | None, state: str = "serving", **kw: object) -> dict[str, object]:
+def _route(url: str | None, state: RouteState = "serving", **kw: object) -> dict[str, object]:
     limits = Limits(max_active_generations=8, queue_timeout_s=5)
-    return Route(upstream=url, state=state, limits=limits, **kw).model_dump(mode="json")  # type: ignore[arg-type]
+    route = Route.model_validate({"upstream": url, "state": state, "limits": limits, **kw})
+    return route.model_dump(mode="json")
 
 
 def _stream(
@@ -31,7 +31,9 @@ def _stream(
         return r.status_code, dict(r.headers), r.read()
 
 
-def test_route_flip_while_requests_are_in_flight_never_gives_502(start_frontdoor) -> None:
+def test_route_flip_while_requests_are_in_flight_never_gives_502(
+    start_frontdoor: StartFrontdoor,
+) -> None:
     old, new = FakeUpstream(), FakeUpstream()
     try:
         front = start_frontdoor(admin_token="t")
@@ -56,7 +58,7 @@ def test_route_flip_while_requests_are_in_flight_never_gives_502(start_frontdoor
 
 
 def test_switching_past_the_hold_refuses_with_503_switching_and_retry_after(
-    upstream: FakeUpstream, start_frontdoor
+    upstream: FakeUpstream, start_frontdoor: StartFrontdoor
 ) -> None:
     front = start_frontdoor()
     front.put_route(**_route(upstream.url, "switching", reason="loading gemma", switch_hold_s=0.2))
@@ -70,7 +72,7 @@ def test_switching_past_the_hold_refuses_with_503_switching_and_retry_after(
 
 @pytest.mark.parametrize("state", ["down", "faulted"])
 def test_down_or_faulted_refuses_everything_but_our_own_endpoints(
-    upstream: FakeUpstream, start_frontdoor, state: str
+    upstream: FakeUpstream, start_frontdoor: StartFrontdoor, state: RouteState
 ) -> None:
     front = start_frontdoor()
     front.put_route(**_route(upstream.url, state, reason="UR_RESULT_ERROR_DEVICE_LOST"))
@@ -88,7 +90,9 @@ def test_down_or_faulted_refuses_everything_but_our_own_endpoints(
     assert upstream.seen == []
 
 
-def test_going_down_refuses_held_requests_at_once(upstream: FakeUpstream, start_frontdoor) -> None:
+def test_going_down_refuses_held_requests_at_once(
+    upstream: FakeUpstream, start_frontdoor: StartFrontdoor
+) -> None:
     front = start_frontdoor()
     front.put_route(**_route(upstream.url, "switching", switch_hold_s=30))
     with ThreadPoolExecutor(1) as pool:
@@ -100,7 +104,9 @@ def test_going_down_refuses_held_requests_at_once(upstream: FakeUpstream, start_
     assert r.json()["error"]["type"] == "down"
 
 
-def test_pause_holds_then_resume_serves(upstream: FakeUpstream, start_frontdoor) -> None:
+def test_pause_holds_then_resume_serves(
+    upstream: FakeUpstream, start_frontdoor: StartFrontdoor
+) -> None:
     front = start_frontdoor()
     front.put_route(**_route(upstream.url, switch_hold_s=20))
     assert front.admin("POST", "/admin/pause").json()["paused"] is True
@@ -112,7 +118,9 @@ def test_pause_holds_then_resume_serves(upstream: FakeUpstream, start_frontdoor)
         assert held.result().status_code == 200
 
 
-def test_paused_past_the_hold_gives_503_paused(upstream: FakeUpstream, start_frontdoor) -> None:
+def test_paused_past_the_hold_gives_503_paused(
+    upstream: FakeUpstream, start_frontdoor: StartFrontdoor
+) -> None:
     front = start_frontdoor()
     front.put_route(**_route(upstream.url, switch_hold_s=0.1))
     front.admin("POST", "/admin/pause")
@@ -123,7 +131,7 @@ def test_paused_past_the_hold_gives_503_paused(upstream: FakeUpstream, start_fro
 
 
 def test_drain_reports_not_drained_when_the_bound_passes(
-    upstream: FakeUpstream, start_frontdoor
+    upstream: FakeUpstream, start_frontdoor: StartFrontdoor
 ) -> None:
     front = start_frontdoor()
     front.put_route(**_route(upstream.url))
@@ -140,7 +148,9 @@ def test_drain_reports_not_drained_when_the_bound_passes(
         assert busy.result().status_code == 200
 
 
-def test_admin_without_a_token_configured_refuses_every_call_and_says_how(start_frontdoor) -> None:
+def test_admin_without_a_token_configured_refuses_every_call_and_says_how(
+    start_frontdoor: StartFrontdoor,
+) -> None:
     front = start_frontdoor(admin_token=None)
     r = front.admin("GET", "/admin/route", token="anything")
     assert r.status_code == 401
@@ -148,7 +158,9 @@ def test_admin_without_a_token_configured_refuses_every_call_and_says_how(start_
 
 
 @pytest.mark.parametrize("token", [None, "wrong"])
-def test_admin_with_missing_or_wrong_token_gets_401(start_frontdoor, token: str | None) -> None:
+def test_admin_with_missing_or_wrong_token_gets_401(
+    start_frontdoor: StartFrontdoor, token: str | None
+) -> None:
     front = start_frontdoor(admin_token="right")
     for method, path in [
         ("GET", "/admin/route"),
@@ -164,14 +176,16 @@ def test_admin_with_missing_or_wrong_token_gets_401(start_frontdoor, token: str 
     assert front.fd.paused is False
 
 
-def test_admin_api_is_not_on_the_public_port(upstream: FakeUpstream, start_frontdoor) -> None:
+def test_admin_api_is_not_on_the_public_port(
+    upstream: FakeUpstream, start_frontdoor: StartFrontdoor
+) -> None:
     front = start_frontdoor(backend_url=upstream.url)
     r = httpx.get(front.url + "/admin/route", headers={"authorization": "Bearer test-admin-token"})
     assert upstream.seen[0].path == "/admin/route"  # just another path, relayed to the model
     assert r.status_code == 200 and "upstream" not in r.text
 
 
-def test_put_route_rejects_serving_without_upstream(start_frontdoor) -> None:
+def test_put_route_rejects_serving_without_upstream(start_frontdoor: StartFrontdoor) -> None:
     front = start_frontdoor()
     r = front.admin("PUT", "/admin/route", json={"state": "serving", "upstream": None})
     assert r.status_code in (400, 422)
@@ -180,7 +194,7 @@ def test_put_route_rejects_serving_without_upstream(start_frontdoor) -> None:
 
 
 def test_route_persists_across_a_restart(
-    upstream: FakeUpstream, start_frontdoor, state_dir: Path
+    upstream: FakeUpstream, start_frontdoor: StartFrontdoor, state_dir: Path
 ) -> None:
     first = start_frontdoor(state_dir=state_dir)
     assert first.fd.route.state == "down"  # nothing configured yet, and it says how
@@ -208,7 +222,7 @@ def test_route_persists_across_a_restart(
 
 
 def test_an_unreadable_persisted_route_falls_back_to_the_environment(
-    upstream: FakeUpstream, start_frontdoor, state_dir: Path
+    upstream: FakeUpstream, start_frontdoor: StartFrontdoor, state_dir: Path
 ) -> None:
     state_dir.mkdir()
     (state_dir / "route.json").write_text("{not json")
@@ -229,7 +243,7 @@ def _restored_route_to_a_closed_port(state_dir: Path) -> tuple[socket.socket, st
 
 
 def test_a_restored_route_is_held_until_its_upstream_answers_not_502(
-    start_frontdoor, state_dir: Path
+    start_frontdoor: StartFrontdoor, state_dir: Path
 ) -> None:
     reserved, url = _restored_route_to_a_closed_port(state_dir)
     saved = (state_dir / "route.json").read_text()
@@ -251,7 +265,7 @@ def test_a_restored_route_is_held_until_its_upstream_answers_not_502(
 
 
 def test_an_admin_route_ends_the_wait_for_a_restored_one(
-    upstream: FakeUpstream, start_frontdoor, state_dir: Path
+    upstream: FakeUpstream, start_frontdoor: StartFrontdoor, state_dir: Path
 ) -> None:
     reserved, _ = _restored_route_to_a_closed_port(state_dir)
     front = start_frontdoor(state_dir=state_dir)
@@ -276,7 +290,7 @@ def test_an_admin_route_ends_the_wait_for_a_restored_one(
     ids=["not-json", "invalid-route", "not-utf8"],
 )
 def test_admin_put_without_a_token_and_a_malformed_body_gets_401_not_422_parse_details(
-    start_frontdoor: Callable[..., RunningFrontdoor], body: bytes
+    start_frontdoor: StartFrontdoor, body: bytes
 ) -> None:
     """Regression: the body was parsed before the token was checked, so a caller without the
     token got 422 with the parser's details (the route's schema) instead of 401."""

@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterator
 
 import httpx
+from conftest import StartFrontdoor
 from fd_fakes import FakeUpstream
 
 
@@ -36,7 +37,7 @@ def _events(url: str, headers: dict[str, str]) -> Iterator[tuple[int, float]]:
 
 
 def test_each_event_reaches_the_client_before_the_upstream_sends_the_next(
-    upstream: FakeUpstream, start_frontdoor
+    upstream: FakeUpstream, start_frontdoor: StartFrontdoor
 ) -> None:
     """Lockstep: the upstream sends event i only after the client has received event i - 1.
 
@@ -55,7 +56,7 @@ def test_each_event_reaches_the_client_before_the_upstream_sends_the_next(
 
 
 def test_each_event_reaches_the_client_within_a_few_ms_of_being_sent(
-    upstream: FakeUpstream, start_frontdoor
+    upstream: FakeUpstream, start_frontdoor: StartFrontdoor
 ) -> None:
     """The issue's check: events 40 ms apart each arrive within a few ms of being sent.
 
@@ -73,7 +74,7 @@ def test_each_event_reaches_the_client_within_a_few_ms_of_being_sent(
 
 
 def test_non_streaming_generation_and_models_pass_through(
-    upstream: FakeUpstream, start_frontdoor
+    upstream: FakeUpstream, start_frontdoor: StartFrontdoor
 ) -> None:
     front = start_frontdoor(backend_url=upstream.url)
     with httpx.Client(base_url=front.url, timeout=10) as client:

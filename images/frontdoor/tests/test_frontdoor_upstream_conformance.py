@@ -25,11 +25,10 @@ from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
-from conftest import RunningFrontdoor
+from conftest import RunningFrontdoor, StartFrontdoor
 
 CHAT = "/v1/chat/completions"
 READ_TIMEOUT_S = 0.5  # FRONTDOOR_BACKEND_TIMEOUT_S for every test here
-StartFrontdoor = Callable[..., RunningFrontdoor]
 
 
 def _json_response(payload: object, status: bytes = b"200 OK") -> bytes:
