@@ -10,6 +10,10 @@ Workloads, each against every target in turn, the order rotated round by round:
 * c16 and c64 throughput: 16 (64) connections each streaming back-to-back events for a fixed
   time; events/s counted by the client, plus the relay process's CPU per 1,000 events
   (/proc/<pid>/stat).
+* paced: sequential streams of a few events sent ``--paced-gap-ms`` apart (8 events 40 ms
+  apart, like a slow model); each event carries the upstream's CLOCK_MONOTONIC send time, so
+  the client gets every event's lag, send to receipt. "held" counts events whose lag reached
+  the gap: an event that waited for the next one, the mark of a buffering relay.
 """
 
 from __future__ import annotations
@@ -66,11 +70,15 @@ class Result:
     target: str
     c1_first_event_ms: list[float] = field(default_factory=list)
     phases: dict[int, Phase] = field(default_factory=dict)
+    paced_lag_ms: list[float] = field(default_factory=list)
+    paced_gap_ms: float = 0.0
 
     def add(self, other: Result) -> None:
         self.c1_first_event_ms += other.c1_first_event_ms
         for c, phase in other.phases.items():
             self.phases.setdefault(c, Phase()).add(phase)
+        self.paced_lag_ms += other.paced_lag_ms
+        self.paced_gap_ms = other.paced_gap_ms
 
     def summary(self) -> dict[str, float | int | str | None]:
         lat = sorted(self.c1_first_event_ms)
@@ -83,7 +91,18 @@ class Result:
             row[f"c{c}_events_per_s"] = phase.rate()
             row[f"c{c}_relay_cpu_ms_per_1k_events"] = phase.cpu_per_1k()
             row[f"c{c}_errors"] = phase.errors
+        if self.paced_lag_ms:
+            lags = sorted(self.paced_lag_ms)
+            row["paced_events"] = len(lags)
+            row["paced_lag_p50_ms"] = _pct(lags, 50)
+            row["paced_lag_p99_ms"] = _pct(lags, 99)
+            row["paced_lag_max_ms"] = round(lags[-1], 3)
+            row["paced_held"] = sum(1 for lag in lags if lag >= self.paced_gap_ms)
         return row
+
+
+def _num(value: float | int | str | None) -> float:
+    return float(value) if isinstance(value, int | float) else float("nan")
 
 
 def _pct(values: list[float], p: int) -> float:
@@ -101,6 +120,8 @@ class Conn(asyncio.Protocol):
         self.done: asyncio.Future[int] | None = None
         self.first: asyncio.Future[float] | None = None
         self.buf = bytearray()
+        self.lags: list[float] | None = None  # paced streams: ms from "sent" to receipt
+        self.scanned = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport: asyncio.Transport = transport  # type: ignore[assignment]
@@ -108,6 +129,14 @@ class Conn(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.buf += data
+        if self.lags is not None:
+            now = time.monotonic()  # CLOCK_MONOTONIC, the clock the upstream stamps with
+            while (at := self.buf.find(b'"sent":', self.scanned)) >= 0:
+                end = self.buf.find(b",", at)
+                if end < 0:
+                    break  # the stamp is split across reads: the rest comes with the next
+                self.lags.append((now - float(self.buf[at + 7 : end])) * 1000)
+                self.scanned = end
         if self.first is not None and not self.first.done() and b"data: " in self.buf:
             self.first.set_result(time.perf_counter())
         if self.buf.endswith(b"\r\n0\r\n\r\n") and self.done is not None and not self.done.done():
@@ -117,22 +146,36 @@ class Conn(asyncio.Protocol):
         if self.done is not None and not self.done.done():
             self.done.set_exception(ConnectionError("closed"))
 
-    async def stream(self, host: str, n: int, body: bytes = b"") -> tuple[float, int]:
+    async def stream(
+        self, host: str, n: int, body: bytes = b"", query: bytes = b""
+    ) -> tuple[float, int]:
         loop = asyncio.get_running_loop()
         self.buf = bytearray()
+        self.scanned = 0
         self.first, self.done = loop.create_future(), loop.create_future()
         body = (
             body or b'{"model":"bench","stream":true,"messages":[{"role":"user","content":"hi"}]}'
         )
         start = time.perf_counter()
         self.transport.write(
-            b"POST /v1/chat/completions?n=%d HTTP/1.1\r\nhost: %s\r\n"
+            b"POST /v1/chat/completions?n=%d%s HTTP/1.1\r\nhost: %s\r\n"
             b"content-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
-            % (n, host.encode(), len(body), body)
+            % (n, query, host.encode(), len(body), body)
         )
         first = await self.first
         events = await self.done
         return (first - start) * 1000, events
+
+    async def paced(self, host: str, n: int, gap_ms: float) -> list[float]:
+        """One stream of ``n`` events ``gap_ms`` apart: each event's lag, send to receipt."""
+        self.lags = []
+        try:
+            _, events = await self.stream(host, n, query=b"&gap_ms=%g" % gap_ms)
+            if events != n or len(self.lags) != n:
+                raise ConnectionError(f"paced stream: {events} events, {len(self.lags)} stamps")
+            return self.lags
+        finally:
+            self.lags = None
 
 
 async def vllm_ttft(ports: dict[str, int], model: str, requests: int) -> dict[str, list[float]]:
@@ -177,6 +220,9 @@ async def run_target(name: str, port: int, pid: int | None, args: argparse.Names
     for _ in range(args.c1_requests):
         ms, _ = await conn.stream("bench", 4)
         result.c1_first_event_ms.append(ms)
+    result.paced_gap_ms = args.paced_gap_ms
+    for _ in range(args.paced_streams):
+        result.paced_lag_ms += await conn.paced("bench", args.paced_events, args.paced_gap_ms)
     conn.transport.close()
     for concurrency in args.concurrency:
         result.phases[concurrency] = await _throughput(port, pid, concurrency, args)
@@ -330,6 +376,9 @@ def main() -> None:
         "--seconds", type=float, default=5.0, help="duration of each throughput phase"
     )
     parser.add_argument("--rounds", type=int, default=3, help="repeat the targets, interleaved")
+    parser.add_argument("--paced-streams", type=int, default=10, help="per round; 0: none")
+    parser.add_argument("--paced-events", type=int, default=8, help="events per paced stream")
+    parser.add_argument("--paced-gap-ms", type=float, default=40.0, help="between paced events")
     parser.add_argument(
         "--clients",
         nargs="*",
@@ -485,6 +534,10 @@ def _round_spread(
             if name != "direct":
                 cpus = [num(r, cpu) / num(n, cpu) for r, _, n in pairs]
                 parts.append(f"c{c} CPU : nginx {_spread(cpus)}")
+        if args.paced_streams:
+            paced = [num(r, "paced_lag_p50_ms") - num(d, "paced_lag_p50_ms") for r, d, _ in pairs]
+            held = [num(r, "paced_held") for r, _, _ in pairs]
+            parts.append(f"paced +p50 {_spread(paced)} held {_spread(held)}")
         out[name] = "; ".join(parts)
     return out
 
@@ -511,9 +564,27 @@ def _report(results: dict[str, Result], args: argparse.Namespace) -> dict[str, o
             errors += int(row[f"c{c}_errors"] or 0)
             line += f" {round(rate):>10} {ratio:>7} {cpu if cpu is not None else '-':>6}"
         lines.append(line + f" {errors:>6}")
+    if args.paced_streams:
+        lines.append(
+            f"paced: {args.paced_events} events {args.paced_gap_ms:g} ms apart, "
+            f"{args.paced_streams} streams per round; lag = upstream write to client receipt"
+        )
+        lines.append(
+            f"{'target':<12} {'events':>6} {'lag p50':>8} {'lag p99':>8} {'lag max':>8} "
+            f"{'+p50':>6} {'held':>5}"
+        )
+        for name, row in rows.items():
+            added = round(_num(row["paced_lag_p50_ms"]) - _num(direct["paced_lag_p50_ms"]), 3)
+            row["paced_added_p50_ms"] = added
+            lines.append(
+                f"{name:<12} {row['paced_events']:>6} {row['paced_lag_p50_ms']:>8} "
+                f"{row['paced_lag_p99_ms']:>8} {row['paced_lag_max_ms']:>8} {added:>6} "
+                f"{row['paced_held']:>5}"
+            )
     load = os.getloadavg()
     lines.append(
-        "ms; +p50/+p99 = added over direct at c1; CPU/1k = relay CPU ms per 1,000 events. "
+        "ms; +p50/+p99 = added over direct at c1; CPU/1k = relay CPU ms per 1,000 events; "
+        "held = paced events whose lag reached the gap (waited for the next one). "
         f"Load average (1/5/15 min) after the run: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; "
         f"cores: {os.cpu_count()}"
     )

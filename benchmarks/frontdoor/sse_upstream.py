@@ -2,6 +2,9 @@
 
 ``POST /v1/chat/completions?n=N`` streams N chat-completion-shaped events back to back (one
 write per event, yielding to the loop between events, like a token server), then ``[DONE]``.
+``&gap_ms=G`` paces them instead, G ms apart, each stamped with ``"sent"``: this process's
+``time.monotonic()`` just before the write (CLOCK_MONOTONIC, the same clock in every process of
+the host), so a client can tell how long each event took to reach it.
 Prints its port on stdout, then serves until killed.
 """
 
@@ -10,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import sys
+import time
 
 import uvloop
 
@@ -31,6 +35,8 @@ class Upstream(asyncio.Protocol):
         self.buffer = b""
         self.need = -1
         self.n = 0
+        self.gap_ms = 0.0
+        self.task: asyncio.Task[None] | None = None
         self.writable = asyncio.Event()
         self.writable.set()
 
@@ -53,8 +59,12 @@ class Upstream(asyncio.Protocol):
                 if end < 0:
                     return
                 head, self.buffer = self.buffer[:end].decode("latin-1"), self.buffer[end + 4 :]
-                target = head.split(" ", 2)[1]
-                self.n = int(target.partition("n=")[2] or "16")
+                query = dict(
+                    part.partition("=")[::2]
+                    for part in head.split(" ", 2)[1].partition("?")[2].split("&")
+                )
+                self.n = int(query.get("n") or "16")
+                self.gap_ms = float(query.get("gap_ms") or "0")
                 self.need = 0
                 for line in head.split("\r\n")[1:]:
                     if line.lower().startswith("content-length:"):
@@ -63,7 +73,18 @@ class Upstream(asyncio.Protocol):
                 return
             self.buffer = self.buffer[self.need :]
             self.need = -1
-            asyncio.get_running_loop().create_task(self.stream(self.n))
+            job = self.paced(self.n, self.gap_ms / 1000) if self.gap_ms else self.stream(self.n)
+            self.task = asyncio.get_running_loop().create_task(job)  # held: tasks are weak refs
+
+    async def paced(self, n: int, gap_s: float) -> None:
+        write = self.transport.write
+        write(HEAD)
+        for i in range(n):
+            if i:
+                await asyncio.sleep(gap_s)
+            event = b'data: {"i":%d,"sent":%.9f,%s\n\n' % (i, time.monotonic(), EVENT[7:-2])
+            write(b"%x\r\n%s\r\n" % (len(event), event))
+        write(DONE)
 
     async def stream(self, n: int) -> None:
         write = self.transport.write

@@ -23,10 +23,38 @@ ADMIN_TOKEN = "test-admin-token"
 T = TypeVar("T")
 
 
-class RunningFrontdoor:
-    """A frontdoor serving on its own uvloop thread; ``fd`` is its state, for assertions."""
+class SteppedClockLoop(asyncio.SelectorEventLoop):
+    """An asyncio loop whose clock a test moves forward: the real monotonic time plus the
+    jumps so far. Timers (``call_later``, ``asyncio.sleep``) follow it, so a test can pass a
+    deadline of 60 s at once, at a point it chooses, however slow the machine is."""
 
-    def __init__(self, settings: Settings, route: Route | None = None) -> None:
+    def __init__(self) -> None:
+        super().__init__()
+        self.jumped_s = 0.0
+
+    def time(self) -> float:
+        return super().time() + self.jumped_s
+
+    async def jump(self, seconds: float) -> None:
+        """Move the clock on, and return once every timer due by then has run."""
+        self.jumped_s += seconds
+        # Due timers run in deadline order; this one is due last (it is due now), so when it
+        # has fired, every timer that the jump made due has fired before it.
+        fired: asyncio.Future[None] = self.create_future()
+        self.call_at(self.time(), fired.set_result, None)
+        await fired
+
+
+class RunningFrontdoor:
+    """A frontdoor serving on its own event loop thread (uvloop, as in production, unless a
+    test brings its own ``loop``); ``fd`` is its state, for assertions."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        route: Route | None = None,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
         public, admin = bind("127.0.0.1", 0), bind("127.0.0.1", 0)
         port, admin_port = public.getsockname()[1], admin.getsockname()[1]
         settings = settings.model_copy(update={"port": port, "admin_port": admin_port})
@@ -35,7 +63,7 @@ class RunningFrontdoor:
         self.servers = Servers(self.fd, public, admin)
         self.url = f"http://127.0.0.1:{port}"
         self.admin_url = f"http://127.0.0.1:{admin_port}"
-        self.loop = uvloop.new_event_loop()
+        self.loop = uvloop.new_event_loop() if loop is None else loop
         self._thread = threading.Thread(
             target=self.loop.run_until_complete, args=(self.servers.serve(),), daemon=True
         )

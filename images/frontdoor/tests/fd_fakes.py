@@ -9,8 +9,9 @@ the frontdoor passes through untouched:
 * ``x-fake-echo: 1`` answer with what was received (method, path, query, headers, body);
 * ``x-fake-status: CODE`` answer with that status and an OpenAI-style error;
 * ``x-fake-break: K`` close the connection abruptly after K events;
-* ``x-fake-step: NAME`` lockstep: before event i > 0, wait (up to 30 s) for
-  ``release(f"NAME-{i}")``, which the test gives once it has received event i - 1.
+* ``x-fake-step: NAME`` lockstep: before event i > 0, wait for ``release(f"NAME-{i}")``
+  (which the test gives once it has received event i - 1) or for the client to close; with
+  no release the upstream stays silent for good.
 """
 
 from __future__ import annotations
@@ -20,8 +21,7 @@ import contextlib
 import json
 import socket
 import threading
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TypedDict
 
 
@@ -42,7 +42,7 @@ class Seen:
     query: str
     headers: dict[str, str]
     body: bytes
-    sent_at: list[float] = field(default_factory=list)  # monotonic time each event was written
+    events_sent: int = 0  # SSE events written so far (counted before each write)
     closed_early: bool = False
 
 
@@ -248,8 +248,10 @@ class FakeUpstream:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(asyncio.shield(eof), interval)
             if "x-fake-step" in h and i:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._gate(f"{h['x-fake-step']}-{i}").wait(), 30)
+                step = asyncio.ensure_future(self._gate(f"{h['x-fake-step']}-{i}").wait())
+                either: set[asyncio.Future[Any]] = {step, eof}  # a release or the client leaving
+                await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+                step.cancel()
             if eof.done():
                 seen.closed_early = True
                 self._record(close=True)
@@ -259,7 +261,7 @@ class FakeUpstream:
                 + json.dumps({"i": i, "choices": [{"delta": {"content": "x"}}]}).encode()
                 + b"\n\n"
             )
-            seen.sent_at.append(time.monotonic())
+            seen.events_sent += 1
             writer.write(b"%x\r\n%s\r\n" % (len(event), event))
             await writer.drain()
         tail = (

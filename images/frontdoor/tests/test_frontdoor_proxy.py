@@ -362,7 +362,7 @@ def test_upstream_silent_mid_stream_past_the_read_timeout_ends_with_an_error_eve
     upstream: FakeUpstream, start_frontdoor: StartFrontdoor
 ) -> None:
     front = start_frontdoor(backend_url=upstream.url, backend_timeout_s=0.3)
-    headers = {"x-fake-sse": "3", "x-fake-interval": "5"}
+    headers = {"x-fake-sse": "3", "x-fake-step": "never"}  # event 0, then silence for good
     with httpx.stream(
         "POST", front.url + CHAT, json={"stream": True}, headers=headers, timeout=10
     ) as r:
