@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.cli import soak as soak_cli
 from orchestrator.cli.main import main
 from orchestrator.control import writer
 from orchestrator.control.writer import WriteResult
@@ -16,6 +17,7 @@ from orchestrator.progress import Progress
 from .conftest import run_soak
 from .fake_server import FakeServer
 from .test_canary_fake import GOOD
+from .test_gate_soak_unit import FakeClock
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -94,9 +96,17 @@ def test_gate_refuses_a_profile_that_is_not_served(
 
 
 def test_soak_cli_rows_and_summary(
-    fake: FakeServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    fake: FakeServer,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """The command end to end on a clock that moves only when the soak sleeps: a cycle takes
+    no time on it, however long the machine takes, so two 0.5 s slots in 1 s are two cycles,
+    exactly (the real clock's overruns and skipped slots: ``test_gate_soak_unit.py``)."""
     fake.config.replies = dict(GOOD)
+    clock = FakeClock()
+    monkeypatch.setattr(soak_cli, "RealClock", lambda: clock)
     code, summary = run_soak(
         capsys,
         fake.base_url,
@@ -108,8 +118,11 @@ def test_soak_cli_rows_and_summary(
     )
     assert code == 0, summary
     assert summary["cycles"] == summary["clean_cycles"] == 2
-    assert summary["elapsed_s"] >= 1.0
+    assert summary["missed_slots"] == 0
+    assert clock.sleeps == [0.5, 0.5]  # to cycle 2's slot, then to the deadline
+    assert summary["elapsed_s"] == 1.0
     rows = [json.loads(line) for line in (tmp_path / "soak.jsonl").read_text().splitlines()]
+    assert [row["cycle"] for row in rows] == [1, 2]
     assert [row["quality"] for row in rows] == ["pass", "pass"]
 
 

@@ -4,6 +4,7 @@ view file, the frontdoor report (a real frontdoor), and the ``status`` lines."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -34,12 +35,16 @@ def test_liveness_probe_answers_with_one_token(model: FakeModel) -> None:
 
 
 def test_a_hung_model_times_out_within_the_bound(model: FakeModel) -> None:
+    """The fake never answers (until ``stop``): the probe returns only by timing out, after
+    waiting its whole bound. How soon after the bound it returns is a speed, measured with the
+    wedge in ``benchmarks/watchdog/run.py``."""
     model.mode = "hang"
     result = watchdog_probe.liveness(model.url, "m", timeout_s=0.5)
     assert not result.ok and result.timed_out
-    assert 0.4 < result.latency_s < 5
+    assert result.error == "no answer within 0.5s"
+    assert result.latency_s > 0.4  # it waited the bound (0.5 s, less the timers' granularity)
     decode = watchdog_probe.decode(model.url, "m", 8, timeout_s=0.5)
-    assert not decode.ok and decode.timed_out
+    assert not decode.ok and decode.timed_out and decode.latency_s > 0.4
 
 
 def test_a_probe_queued_behind_busy_sequences_counts_when_vllm_generated_meanwhile(
@@ -68,12 +73,14 @@ def test_nothing_listening_is_a_failure() -> None:
 
 def test_decode_probe_measures_the_stream_rate(model: FakeModel) -> None:
     model.interval_s = 0.02  # 50 tok/s
+    started = time.monotonic()
     result = watchdog_probe.decode(model.url, "m", 16, timeout_s=10)
+    elapsed = time.monotonic() - started
     assert result.ok and result.tokens == 16
-    # The fake sleeps 0.02 s between tokens, so 16 tokens span at least 15 intervals: the rate
-    # can be at most 16 / (15 * 0.02) = 53.3 tok/s whatever the machine's load; a loaded
-    # machine only makes it lower, so the lower bound is loose.
-    assert result.decode_tok_s is not None and 5 < result.decode_tok_s <= 16 / (15 * 0.02)
+    # The rate is 15 gaps over the time from the first token to the last, which lies inside
+    # this call: so it is at least 15 / the call's duration, however loaded the machine. (No
+    # upper bound holds: a client thread that reads the first token late shortens the span.)
+    assert result.decode_tok_s is not None and result.decode_tok_s >= 15 / elapsed
     assert model.requests[0]["ignore_eos"] is True and model.requests[0]["stream"] is True
 
 

@@ -28,6 +28,9 @@ from orchestrator.evidence.bench.client import RequestRecord
 PACKAGE = Path(__file__).resolve().parents[2]  # orchestrator/
 BENCH_DIR = "/tmp/modelslot-bench"  # noqa: S108 (inside the vLLM container)
 BENCH_RESULT = f"{BENCH_DIR}-result.json"  # the unpacked files belong to root; /tmp is open
+# bench keeps every run in an evidence store, by default the checkout's state/, which here is
+# BENCH_DIR/state: not writable by the server's user. So it gets one of its own in /tmp.
+BENCH_ENV = {"MODEL_SLOT_STATE_DIR": f"{BENCH_DIR}-state"}
 # ``python -m orchestrator`` would import the whole CLI (docker SDK, pydantic); bench does not.
 _BENCH_MAIN = (
     "import argparse, sys; sys.path.insert(0, sys.argv.pop(1)); "
@@ -125,22 +128,29 @@ def records(result: dict[str, Any], concurrency: int) -> list[RequestRecord]:
     return out
 
 
-def bracketed(before: float, after: float, ours: float, tolerance: float) -> dict[str, Any]:
-    """One of ``bench``'s numbers against ``vllm bench serve``'s runs just before and after it.
+#: vLLM's own counters and histogram sums (``/metrics``) that every finished request adds to.
+SERVER_SERIES = (
+    "vllm:request_success_total",
+    "vllm:prompt_tokens_total",
+    "vllm:generation_tokens_total",
+    "vllm:time_to_first_token_seconds_count",
+    "vllm:time_to_first_token_seconds_sum",
+    "vllm:e2e_request_latency_seconds_count",
+    "vllm:e2e_request_latency_seconds_sum",
+)
 
-    The two tools cannot measure at once, and on a shared box vLLM's own tool moves between two
-    runs a minute apart. Ours agrees when it lies within ``tolerance`` of the span of the two
-    runs around it: linear drift is cancelled, and vLLM's own drift is reported next to the gap.
-    """
-    low, high = min(before, after), max(before, after)
-    return {
-        "vllm_before": round(before, 3),
-        "bench": round(ours, 3),
-        "vllm_after": round(after, 3),
-        "gap_to_vllm_mean": round(ours / ((before + after) / 2) - 1, 4),
-        "vllm_drift": round(after / before - 1, 4),
-        "within": low * (1 - tolerance) <= ours <= high * (1 + tolerance),
-    }
+
+def server_totals(metrics_text: str) -> dict[str, float]:
+    """The ``SERVER_SERIES`` found in a Prometheus text page, each summed over its labels
+    (engines, finish reasons). A series the page lacks is absent, not zero."""
+    totals: dict[str, float] = {}
+    for line in metrics_text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        name = line.split("{", 1)[0].split(" ", 1)[0]
+        if name in SERVER_SERIES:
+            totals[name] = totals.get(name, 0.0) + float(line.rsplit(" ", 1)[1])
+    return totals
 
 
 def bench_files() -> list[Path]:
@@ -183,9 +193,10 @@ def bench_archive() -> bytes:
     return buffer.getvalue()
 
 
-def bench_argv(shape: Shape, *, base_url: str) -> list[str]:
+def bench_argv(shape: Shape, *, base_url: str, warmup: bool = True) -> list[str]:
     """``bench`` for one level of ``shape``, run by the container's python from ``BENCH_DIR``,
-    its JSON document written to ``BENCH_RESULT``."""
+    its JSON document written to ``BENCH_RESULT``; ``warmup=False``: no unmeasured request
+    first, so the server sees exactly the measured ones."""
     return [
         "python3",
         "-c",
@@ -205,6 +216,7 @@ def bench_argv(shape: Shape, *, base_url: str) -> list[str]:
         "--json-out",
         BENCH_RESULT,
         "--quiet",
+        *([] if warmup else ["--no-warmup"]),
     ]
 
 
@@ -220,14 +232,27 @@ def run_vllm(container: Any, shape: Shape, *, model: str, tokenizer: str) -> dic
 
 def run_bench(container: Any, shape: Shape) -> dict[str, Any]:
     """``bench`` inside ``container``, beside vLLM's client: the level's summary."""
-    container.put_archive(BENCH_DIR.rsplit("/", 1)[0], bench_archive())
-    document = _exec_json(container, bench_argv(shape, base_url=LOOPBACK), BENCH_RESULT, "bench")
-    summary: dict[str, Any] = document["levels"][0]["summary"]
+    summary: dict[str, Any] = run_bench_level(container, shape)["summary"]
     return summary
 
 
-def _exec_json(container: Any, command: list[str], path: str, what: str) -> Any:
-    code, out = container.exec_run(command)
+def run_bench_level(container: Any, shape: Shape, *, warmup: bool = True) -> dict[str, Any]:
+    """``bench`` inside ``container``: its one level, records and summary."""
+    container.put_archive(BENCH_DIR.rsplit("/", 1)[0], bench_archive())
+    argv_ = bench_argv(shape, base_url=LOOPBACK, warmup=warmup)
+    document = _exec_json(container, argv_, BENCH_RESULT, "bench", environment=BENCH_ENV)
+    level: dict[str, Any] = document["levels"][0]
+    return level
+
+
+def _exec_json(
+    container: Any,
+    command: list[str],
+    path: str,
+    what: str,
+    environment: dict[str, str] | None = None,
+) -> Any:
+    code, out = container.exec_run(command, environment=environment)
     if code != 0:
         tail = out.decode(errors="replace")[-3000:]
         raise ModelSlotError(f"{what} failed in {container.name} (exit {code}):\n{tail}")
