@@ -21,6 +21,7 @@ import pytest
 from orchestrator.cli.main import main
 from orchestrator.evidence.bench import vllm_reference
 from orchestrator.evidence.bench.metrics import summarize
+from tests.support import wait_until
 
 from .conftest import REPO, Live, run_soak
 
@@ -146,12 +147,14 @@ def test_bench_gives_vllm_the_same_work_and_its_times_contain_vllms_own(
     """
     theirs = vllm_detailed
 
-    def totals() -> dict[str, float]:
+    def totals(series: tuple[str, ...] = vllm_reference.SERVER_SERIES) -> dict[str, float]:
         page = httpx.get(f"{live.base_url}/metrics", timeout=30).text
-        found = vllm_reference.server_totals(page)
-        assert set(found) == set(vllm_reference.SERVER_SERIES), found
+        found = vllm_reference.server_totals(page, series)
+        assert set(found) == set(series), found
         return found
 
+    # Nothing of an earlier test's may still be running: it would add to the counters.
+    wait_until(lambda: not any(totals(vllm_reference.SERVER_BUSY).values()), 120, "vLLM to be idle")
     before = totals()
     level = vllm_reference.run_bench_level(live.container, FIDELITY, warmup=False)
     after = totals()

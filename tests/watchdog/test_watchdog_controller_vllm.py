@@ -206,7 +206,9 @@ def test_a_stopped_engine_is_wedged_clients_answered_restarted_and_serving(
         f"\nwedge detected after {detected_s:.1f}s (bound {PROBE_INTERVAL_S + WEDGE_S:g}s), "
         f"serving again after {serving_s:.1f}s; client: {answers[0][:120]}; {wedged['reason']}"
     )
-    assert detected_s <= PROBE_INTERVAL_S + WEDGE_S + 5
+    # Found by a probe that waited out its bound (that the first probe after a stop is the one:
+    # test_watchdog_vllm.py, counted in probes). The seconds are benchmarks/watchdog/run.py's.
+    assert "probe timed out" in wedged["reason"], wedged
     assert wedged["restarts_in_window"] == 1
 
 

@@ -140,15 +140,19 @@ SERVER_SERIES = (
 )
 
 
-def server_totals(metrics_text: str) -> dict[str, float]:
-    """The ``SERVER_SERIES`` found in a Prometheus text page, each summed over its labels
-    (engines, finish reasons). A series the page lacks is absent, not zero."""
+#: vLLM's gauges of the requests it holds: both 0 when it is idle.
+SERVER_BUSY = ("vllm:num_requests_running", "vllm:num_requests_waiting")
+
+
+def server_totals(metrics_text: str, series: tuple[str, ...] = SERVER_SERIES) -> dict[str, float]:
+    """The ``series`` found in a Prometheus text page, each summed over its labels (engines,
+    finish reasons). A series the page lacks is absent, not zero."""
     totals: dict[str, float] = {}
     for line in metrics_text.splitlines():
         if not line or line.startswith("#"):
             continue
         name = line.split("{", 1)[0].split(" ", 1)[0]
-        if name in SERVER_SERIES:
+        if name in series:
             totals[name] = totals.get(name, 0.0) + float(line.rsplit(" ", 1)[1])
     return totals
 
