@@ -141,6 +141,7 @@ function decodeBar(w) {
   const mark = $("wd-decode-mark");
   const base = w && w.baseline_tok_s;
   const now = w && w.decode_tok_s;
+  bar.parentElement.hidden = !base; // nothing to measure against yet
   bar.style.width = base && now !== null && now !== undefined ? `${Math.min(100, (100 * now) / base)}%` : "0";
   if (w && now !== null && now !== undefined && w.degraded_below_tok_s !== null && now < w.degraded_below_tok_s) bar.dataset.slow = "1";
   else delete bar.dataset.slow;
