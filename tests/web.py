@@ -8,9 +8,11 @@ browser download); Prometheus is Debian's ``prometheus`` with the shipped deploy
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import subprocess
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +56,7 @@ class Browser:
         self.page.on("pageerror", lambda exc: self.errors.append(f"pageerror: {exc}"))
         self.page.on("requestfailed", lambda req: self.errors.append(f"failed: {req.url}"))
         self.page.on("request", lambda req: self.fetched.append(req.url))
+        self.scratch = Path(tempfile.gettempdir()) / "model-slot-screenshots"
 
     def _console(self, message: ConsoleMessage) -> None:
         if message.type in ("error", "warning"):
@@ -77,7 +80,12 @@ class Browser:
         )
 
     def shot(self, name: str) -> None:
-        self.page.screenshot(path=str(DOCS / name), full_page=True)
+        """A screenshot of the page as it is now. Into docs/ (the committed ones) only with
+        ``MODEL_SLOT_UPDATE_SCREENSHOTS=1``; otherwise into the test's tmp dir, so a test run
+        leaves the checkout clean. Taken either way: a page that cannot render fails here."""
+        folder = DOCS if os.environ.get("MODEL_SLOT_UPDATE_SCREENSHOTS") == "1" else self.scratch
+        folder.mkdir(parents=True, exist_ok=True)
+        self.page.screenshot(path=str(folder / name), full_page=True)
 
     def close(self) -> None:
         self.browser.close()
