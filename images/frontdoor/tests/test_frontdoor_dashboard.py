@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import ADMIN_TOKEN, StartFrontdoor
+from conftest import ADMIN_TOKEN, RunningFrontdoor, StartFrontdoor
 from fd_fakes import FakeUpstream
 from frontdoor.route import Limits, Profile, Route
 
