@@ -10,6 +10,9 @@ package is stdlib plus httpx, which the vLLM image has). Then both clients share
 CPU share and the same loopback path to the server; a client on the host competes with every
 other host process instead, which on a busy 2-core box moved TTFT by up to +84%
 (``benchmarks/fidelity/run.py --bench-in host --busy-cores 2``, see docs/evidence.md).
+
+The server's own view is the third reference: ``server_totals`` reads vLLM's ``/metrics``
+counters and histogram sums, which a run's requests add to whichever client sent them.
 """
 
 from __future__ import annotations
