@@ -320,6 +320,7 @@ class Switcher:
             holders = self.slot.device_holders(profile.devices)
             if holders:
                 problems.append("devices held by other containers: " + "; ".join(holders))
+        problems += self.slot.cpu_problems(profile)
         if self.frontdoor is not None:
             try:
                 self.frontdoor.get_route()

@@ -92,6 +92,10 @@ class Slot(Protocol):
         """Running containers other than this slot's that map any of ``devices``."""
         ...
 
+    def cpu_problems(self, profile: Profile) -> list[str]:
+        """Why ``profile`` cannot run on the CPUs this slot's container may use (empty: it can)."""
+        ...
+
     def die_events(self) -> DieEvents:
         """Die events of this slot's containers, from now on."""
         ...
