@@ -9,7 +9,8 @@ admin API (``PUT /admin/board``, docs/CONTRACTS.md):
   can name host paths and images); kept in ``$MODEL_SLOT_STATE_DIR/switch_history.json``;
 - the latest evidence per profile from ``$MODEL_SLOT_STATE_DIR/evidence/``: the gate's
   verdict and date, the last bench ladder (``bench --json-out`` into that folder) and the last
-  soak (attributed to the profile that was serving when it started).
+  soak (its own ``profile``, which the frontdoor's /status named during the soak; older soaks
+  without one are attributed to the profile that was serving when they started).
 
 Publishing is best effort: a frontdoor that is down, old or refuses the board is logged and
 never fails the operation that triggered it.
@@ -197,7 +198,8 @@ def _soak(
         "cycles": cycles,
         "anomalies": len(anomalies) if isinstance(anomalies, list) else 0,
     }
-    return _serving_at(started, history), summary
+    named = doc.get("profile")  # soaks since the profile was recorded per cycle
+    return (str(named) if named else _serving_at(started, history)), summary
 
 
 def _serving_at(when: str, history: list[dict[str, Any]]) -> str | None:

@@ -316,10 +316,15 @@ class Switcher:
         if missing:
             problems.append(f"devices missing: {', '.join(missing)}")
         elif profile.devices:
-            checked.append(f"devices {', '.join(profile.devices)}")
-            holders = self.slot.device_holders(profile.devices)
-            if holders:
-                problems.append("devices held by other containers: " + "; ".join(holders))
+            held = self.slot.device_holders(profile.devices)
+            if held.holders:
+                problems.append(
+                    f"devices {', '.join(profile.devices)} held by others ({held.how}): "
+                    + "; ".join(held.holders)
+                    + ". Stop them first; the model would fail to start or share a GPU"
+                )
+            else:
+                checked.append(f"devices {', '.join(profile.devices)}, not held ({held.how})")
         problems += self.slot.cpu_problems(profile)
         if self.frontdoor is not None:
             try:

@@ -67,6 +67,8 @@ async def check_cycle(config: SoakConfig, progress: Progress) -> dict[str, Any]:
     async with httpx.AsyncClient(timeout=60) as client:
         info = await server_info(client, config.base_url)
     status = info["status"]
+    slot = status.get("model_slot") if isinstance(status, dict) else None
+    row["profile"] = (slot.get("name") or None) if isinstance(slot, dict) else None
     if isinstance(status, dict):
         state = (
             (status.get("route") or {}).get("state")
@@ -185,6 +187,7 @@ class Soak:
             except Exception as exc:  # a failed cycle is a row, never the end of the soak
                 row = {"status": "anomaly", "detail": f"cycle crashed: {type(exc).__name__}: {exc}"}
             row = {"cycle": number, "time": when, **row}
+            _same_profile(self.rows, row)
             self._append(row)
             self.progress(
                 note(
@@ -226,6 +229,17 @@ def _range(values: list[float]) -> dict[str, float | None]:
     }
 
 
+def _same_profile(before: list[dict[str, Any]], row: dict[str, Any]) -> None:
+    """A soak is evidence for one profile: a cycle that finds another one serving (a switch
+    mid-soak) is an anomaly, named in the row."""
+    first = next((r["profile"] for r in before if r.get("profile")), None)
+    now = row.get("profile")
+    if first and now and now != first:
+        switched = f"the slot serves {now}, not {first} (switched during the soak)"
+        row["status"] = "anomaly"
+        row["detail"] = "; ".join(part for part in (row.get("detail"), switched) if part)
+
+
 def summarize(rows: list[dict[str, Any]], missed_slots: int = 0) -> dict[str, Any]:
     """Pure: the soak's verdict from its rows."""
     clean = [row for row in rows if row.get("status") == "clean"]
@@ -237,6 +251,9 @@ def summarize(rows: list[dict[str, Any]], missed_slots: int = 0) -> dict[str, An
     rates = [float(row["wall_tok_s"]) for row in rows if row.get("wall_tok_s") is not None]
     ttfts = [float(row["ttft_ms"]) for row in rows if row.get("ttft_ms") is not None]
     return {
+        # the profile the frontdoor named in the first cycle that saw one (/status): the
+        # profile this soak is evidence for; None against a plain vLLM endpoint
+        "profile": next((row["profile"] for row in rows if row.get("profile")), None),
         "cycles": len(rows),
         "clean_cycles": len(clean),
         "anomalies": anomalies,

@@ -49,7 +49,8 @@ from docker.models.containers import Container
 from orchestrator import cpus
 from orchestrator.errors import NotReadyError, SlotError
 from orchestrator.profiles.store import Profile
-from orchestrator.slot.protocol import ContainerInfo, DieEvent, OnStep
+from orchestrator.slot.protocol import ContainerInfo, DeviceHolders, DieEvent, OnStep
+from orchestrator.slot.xpu_smi import XpuSmi, XpuSmiError
 
 ROLE_LABEL = "modelslot.role"
 ROLE = "model"
@@ -249,9 +250,15 @@ class _DockerDieEvents:
 class DockerSlot:
     """The one model container of one slot instance, through the Docker API."""
 
-    def __init__(self, config: SlotConfig, client: docker.DockerClient | None = None) -> None:
+    def __init__(
+        self,
+        config: SlotConfig,
+        client: docker.DockerClient | None = None,
+        xpu_smi: XpuSmi | None = None,
+    ) -> None:
         self.config = config
         self.client = client or docker.from_env(timeout=120)
+        self.xpu_smi = xpu_smi if xpu_smi is not None else XpuSmi()  # absent off XPU hosts
 
     @property
     def container_name(self) -> str:
@@ -268,8 +275,9 @@ class DockerSlot:
         return True
 
     @_as_slot_error
-    def device_holders(self, devices: tuple[str, ...]) -> list[str]:
-        holders = []
+    def device_holders(self, devices: tuple[str, ...]) -> DeviceHolders:
+        holders: list[str] = []
+        others: list[Container] = []  # their processes are named once, as the container
         for container in self.client.containers.list():
             name = (container.attrs.get("Name") or "").lstrip("/")
             if name == self.config.container_name:
@@ -278,8 +286,33 @@ class DockerSlot:
             for mapping in mapped:
                 host = mapping.get("PathOnHost", "")
                 if any(host == d or host.startswith(d.rstrip("/") + "/") for d in devices):
-                    holders.append(f"{name} ({host})")
-        return holders
+                    holders.append(f"container {name} ({host})")
+                    others.append(container)
+        how = "Docker's device mappings"
+        if self.xpu_smi.path is None:
+            return DeviceHolders(
+                holders, f"{how} only: xpu-smi is not on the PATH, host processes not checked"
+            )
+        own = self._pids(self.config.container_name) or set()
+        for container in others:
+            own |= self._pids(container.id or "") or set()
+        try:
+            holders += self.xpu_smi.holders(own)
+        except XpuSmiError as exc:
+            return DeviceHolders(holders, f"{how} only: {exc}")
+        return DeviceHolders(holders, f"{how} and xpu-smi ps")
+
+    def _pids(self, name: str) -> set[int] | None:
+        """Host PIDs of a running container's processes (``docker top``), None if none runs."""
+        try:
+            container = self.client.containers.get(name)
+            if container.status != "running":
+                return None
+            top = container.top()
+        except docker.errors.NotFound:
+            return None
+        column = list(top.get("Titles") or []).index("PID")
+        return {int(row[column]) for row in top.get("Processes") or []}
 
     def die_events(self) -> _DockerDieEvents:
         return _DockerDieEvents(

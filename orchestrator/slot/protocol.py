@@ -44,6 +44,14 @@ class DieEvent:
     exit_code: str | None
 
 
+@dataclass(frozen=True)
+class DeviceHolders:
+    """Preflight's "nothing else holds the devices": who does, and how that was found out."""
+
+    holders: list[str]  # one line each: a container and the device it maps, or a process
+    how: str  # what was asked (Docker's device mappings; xpu-smi ps, or why not)
+
+
 class DieEvents(Protocol):
     """A blocking stream of die events; ``close`` (from another thread) ends the iteration."""
 
@@ -88,8 +96,9 @@ class Slot(Protocol):
         """True if the image is on this host; SlotError if Docker cannot say."""
         ...
 
-    def device_holders(self, devices: tuple[str, ...]) -> list[str]:
-        """Running containers other than this slot's that map any of ``devices``."""
+    def device_holders(self, devices: tuple[str, ...]) -> DeviceHolders:
+        """Running containers other than this slot's that map any of ``devices``, and (where
+        xpu-smi runs) processes on the GPUs that are not this slot's container's."""
         ...
 
     def cpu_problems(self, profile: Profile) -> list[str]:

@@ -11,70 +11,38 @@ profile serves and switch to the other. The screenshots in docs/ are written by 
 from __future__ import annotations
 
 import json
-import shutil
 import socket
 import subprocess
 import threading
 from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import ConsoleMessage, Page, Playwright, sync_playwright
+from playwright.sync_api import sync_playwright
 
-from tests.e2e.stack import REPO, Stack, free_port
+from tests.e2e.stack import REPO, Stack
 from tests.support import wait_until
+from tests.web import (
+    DEVICE_ONLY,
+    DOCS,
+    WATCHDOG_KEYS,
+    Browser,
+    Prometheus,
+    grafana_exprs,
+    need_chromium,
+    need_prometheus,
+)
 
 pytestmark = [pytest.mark.docker, pytest.mark.vllm, pytest.mark.e2e]
 
-CHROMIUM = Path("/usr/bin/chromium")
-PROMETHEUS = Path("/usr/bin/prometheus")
-DOCS = REPO / "docs"
-GRAFANA = REPO / "deploy" / "grafana" / "model-slot.json"
 # What `python -m orchestrator list --json` prints per profile, less its hash.
 LIST_COLUMNS = {"name", "title", "hf_id", "status", "modalities", "purpose", "extends"}
 CPU_PROFILES = ("cpu-smollm2-135m", "cpu-tiny")
 
 
-class Browser:
-    """One page kept open across the module's tests, with what it logged and fetched."""
-
-    def __init__(self, playwright: Playwright) -> None:
-        self.browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True)
-        self.page: Page = self.browser.new_page(viewport={"width": 1280, "height": 1000})
-        self.errors: list[str] = []
-        self.fetched: list[str] = []
-        self.page.on("console", self._console)
-        self.page.on("pageerror", lambda exc: self.errors.append(f"pageerror: {exc}"))
-        self.page.on("requestfailed", lambda req: self.errors.append(f"failed: {req.url}"))
-        self.page.on("request", lambda req: self.fetched.append(req.url))
-
-    def _console(self, message: ConsoleMessage) -> None:
-        if message.type in ("error", "warning"):
-            self.errors.append(f"console {message.type}: {message.text}")
-
-    def text(self, selector: str) -> str:
-        return self.page.inner_text(selector).strip()
-
-    def wait_text(self, selector: str, expected: str, timeout_s: float) -> None:
-        self.page.wait_for_function(
-            "([sel, want]) => document.querySelector(sel)?.textContent.trim() === want",
-            arg=[selector, expected],
-            timeout=timeout_s * 1000,
-        )
-
-    def shot(self, name: str) -> None:
-        self.page.screenshot(path=str(DOCS / name), full_page=True)
-
-    def close(self) -> None:
-        self.browser.close()
-
-
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    if not CHROMIUM.exists():
-        pytest.fail("these tests need Debian's chromium (`./run test` installs it)")
+    need_chromium()
     with sync_playwright() as playwright:
         opened = Browser(playwright)
         try:
@@ -123,6 +91,17 @@ def test_page_loads_without_errors_and_shows_the_profile_serving(
     browser.page.wait_for_selector("#switches tbody td.ok", timeout=30_000)
     assert browser.text("#profile-hf") == (status["model_slot"]["hf_id"] or "–")
     assert browser.text("#gen-cap") == str(status["frontdoor"]["max_active_generations"])
+    # The watchdog's panel, from the orchestrator's own PUT /admin/watchdog: armed after the
+    # ready check (unknown) or proven by a probe (ok); a CPU host has no device telemetry.
+    page = browser.page
+    page.wait_for_function(
+        "() => ['ok', 'unknown'].includes(document.querySelector('#wd-verdict').dataset.verdict)",
+        timeout=60_000,
+    )
+    assert browser.text("#wd-chip") == browser.text("#wd-verdict")
+    assert browser.text("#wd-restarts").startswith("0 of "), browser.text("#wd-restarts")
+    assert browser.text("#wd-devices").startswith("no device telemetry available")
+    assert page.is_hidden("#wd-gpus")
     browser.shot("dashboard-serving.png")
     assert browser.errors == []
 
@@ -181,11 +160,16 @@ def test_page_endpoints_refuse_writes_and_hide_secrets(served: Stack, browser: B
             response = httpx.request(method, base + path, json={"profiles": []}, timeout=5)
             assert response.status_code == 405, (method, path, response.text)
             assert response.json()["error"]["code"] == "method_not_allowed"
-    # The admin API is not on the public port: this goes to the model and changes nothing.
+    # The admin API is not on the public port: these go to the model and change nothing.
     httpx.put(f"{base}/admin/board", json={"profiles": []}, timeout=10)
+    forged = {"watchdog": {"verdict": "faulted", "reason": "forged"}, "devices": None}
+    httpx.put(f"{base}/admin/watchdog", json=forged, timeout=10)
     state = httpx.get(f"{base}/ui/api/state", timeout=5).json()
     assert state["board"]["published_at"] == before
     assert state["board"]["profiles"], "the board was replaced from the public port"
+    assert state["watchdog"] is not None, "the orchestrator's watchdog reports to the page"
+    assert state["watchdog"]["reason"] != "forged", "a watchdog view came in on the public port"
+    assert set(state["watchdog"]) <= WATCHDOG_KEYS, set(state["watchdog"]) - WATCHDOG_KEYS
 
     # Everything the page fetched: only its own files and state.
     fetched = sorted({url.removeprefix(base) for url in browser.fetched})
@@ -208,62 +192,14 @@ def test_page_endpoints_refuse_writes_and_hide_secrets(served: Stack, browser: B
     ]
     assert set(state["profile"]) <= LIST_COLUMNS
     assert "VLLM_" not in bodies["/ui/api/state"]
+    assert "profile_hash" not in bodies["/ui/api/state"]
     assert "MODEL_DIR" not in bodies["/ui/api/state"]
 
 
 # ---- Prometheus ----------------------------------------------------------------------------
-class Prometheus:
-    def __init__(self, target: str, workdir: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        config = workdir / "prometheus.yml"
-        # The shipped config, pointed at this stack and scraping every second.
-        shipped = (REPO / "deploy" / "prometheus.yml").read_text()
-        assert "model-slot-host:8000" in shipped
-        config.write_text(
-            shipped.replace("model-slot-host:8000", target).replace("15s", "1s"),
-        )
-        self.log = (workdir / "prometheus.log").open("wb")
-        self.process = subprocess.Popen(
-            [
-                str(PROMETHEUS),
-                f"--config.file={config}",
-                f"--storage.tsdb.path={workdir / 'data'}",
-                f"--web.listen-address=127.0.0.1:{self.port}",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=self.log,
-        )
-
-    def query(self, expr: str) -> list[dict[str, Any]]:
-        response = httpx.get(f"{self.url}/api/v1/query", params={"query": expr}, timeout=10)
-        body = response.json()
-        assert body.get("status") == "success", (expr, body)
-        result: list[dict[str, Any]] = body["data"]["result"]
-        return result
-
-    def value(self, expr: str) -> float | None:
-        result = self.query(expr)
-        return float(result[0]["value"][1]) if result else None
-
-    def up(self) -> bool:
-        try:
-            targets = httpx.get(f"{self.url}/api/v1/targets", timeout=5).json()
-        except httpx.HTTPError:
-            return False
-        active = targets["data"]["activeTargets"]
-        return bool(active) and all(t["health"] == "up" for t in active)
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(timeout=30)
-        self.log.close()
-
-
 @pytest.fixture(scope="module")
 def prometheus(served: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]:
-    if not PROMETHEUS.exists() and shutil.which("prometheus") is None:
-        pytest.fail("these tests need Debian's prometheus (`./run test` installs it)")
+    need_prometheus()
     running = Prometheus(f"127.0.0.1:{served.port}", tmp_path_factory.mktemp("prometheus"))
     try:
         yield running
@@ -308,9 +244,13 @@ def test_prometheus_scrapes_the_stack_and_counts_generations(
 
 
 def test_every_grafana_expression_returns_a_series(served: Stack, prometheus: Prometheus) -> None:
-    dashboard = json.loads(GRAFANA.read_text())
-    exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+    """Every expression but the per-GPU ones: this CPU stack has no xpu-smi, so it has no
+    device series (tests/ui/test_page_watchdog.py checks those panels against a frontdoor
+    given xpu-smi's documented output)."""
+    every = grafana_exprs()
+    exprs = [expr for expr in every if DEVICE_ONLY not in expr]
     assert len(exprs) >= 10
+    assert len(exprs) < len(every), "the dashboard has per-GPU panels; were they dropped?"
     _refuse_one(served)  # so frontdoor_refusals_total has a series to show
     wait_until(prometheus.up, 60, "Prometheus's target to be up")
     empty: list[str] = []
@@ -327,3 +267,7 @@ def test_every_grafana_expression_returns_a_series(served: Stack, prometheus: Pr
     assert {"drain", "stop", "create", "ready", "flip"} <= phases
     switches = prometheus.query('frontdoor_switches_total{action="switch",outcome="switched"}')
     assert switches and float(switches[0]["value"][1]) >= 1
+    # The orchestrator's watchdog reports to the frontdoor: a verdict, and no device telemetry.
+    verdicts = prometheus.query("max by (verdict) (modelslot_watchdog_verdict) == 1")
+    assert [v["metric"]["verdict"] for v in verdicts] in (["ok"], ["unknown"]), verdicts
+    assert prometheus.value("modelslot_device_telemetry_available") == 0.0

@@ -139,3 +139,26 @@ def test_summarize_is_pure() -> None:
     assert s["clean_cycles"] == 1
     assert s["anomalies"] == [{"cycle": 2, "time": None, "detail": "canary"}]
     assert s["wall_tok_s"] == {"mean": 10.0, "min": 10.0, "max": 10.0}
+
+
+def test_a_switch_during_the_soak_is_an_anomaly_and_the_soak_keeps_its_profile(
+    tmp_path: Path,
+) -> None:
+    """A soak is evidence for one profile; the frontdoor names the served one every cycle."""
+    served = {1: "cpu-tiny", 2: "cpu-tiny", 3: "cpu-smollm2-135m"}
+
+    def cycle(number: int) -> dict[str, Any]:
+        return {"status": "clean", "detail": "", "profile": served[number], "wall_tok_s": 1.0}
+
+    soak = Soak(9.0, 3.0, cycle, out_dir=tmp_path, clock=FakeClock(), progress=quiet)
+    summary = soak.run()
+    assert summary["profile"] == "cpu-tiny"
+    assert summary["clean_cycles"] == 2
+    assert summary["anomalies"] == [
+        {
+            "cycle": 3,
+            "time": summary["anomalies"][0]["time"],
+            "detail": "the slot serves cpu-smollm2-135m, not cpu-tiny (switched during the soak)",
+        }
+    ]
+    assert summary["passed"] is False

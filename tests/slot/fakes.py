@@ -11,7 +11,7 @@ from pathlib import Path
 
 from orchestrator.errors import NotReadyError, SlotError
 from orchestrator.profiles.store import Profile
-from orchestrator.slot.protocol import ContainerInfo, DieEvent, OnStep, Slot
+from orchestrator.slot.protocol import ContainerInfo, DeviceHolders, DieEvent, OnStep, Slot
 
 LOG = (
     "2026-11-27T15:00:00.000000000Z INFO start\n"
@@ -116,8 +116,8 @@ class FakeSlot:
     def image_exists(self, image: str) -> bool:
         return image in self.images
 
-    def device_holders(self, devices: tuple[str, ...]) -> list[str]:
-        return list(self.holders)
+    def device_holders(self, devices: tuple[str, ...]) -> DeviceHolders:
+        return DeviceHolders(list(self.holders), "the fake's list")
 
     def cpu_problems(self, profile: Profile) -> list[str]:
         return list(self.cpu_refusals)

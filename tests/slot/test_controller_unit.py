@@ -25,11 +25,10 @@ from tests.slot.test_switch_policy import make_switcher
 from tests.support import wait_until
 
 
-@pytest.fixture
-def running(
-    tmp_path: Path, profiles_dir: Path, frontdoor: Frontdoor
-) -> Iterator[tuple[Controller, FakeSlot]]:
-    fake = FakeSlot()
+def boot(
+    tmp_path: Path, profiles_dir: Path, fake: FakeSlot, frontdoor: Frontdoor
+) -> tuple[Controller, threading.Thread]:
+    """A controller on the fake slot, reconciled and listening, on its own thread."""
     ctl = Controller(
         make_switcher(tmp_path, profiles_dir, fake, frontdoor.client()),
         default_profile="cpu-tiny",
@@ -38,6 +37,15 @@ def running(
     thread = threading.Thread(target=ctl.run, daemon=True)
     thread.start()
     assert ctl.ready.wait(10)
+    return ctl, thread
+
+
+@pytest.fixture
+def running(
+    tmp_path: Path, profiles_dir: Path, frontdoor: Frontdoor
+) -> Iterator[tuple[Controller, FakeSlot]]:
+    fake = FakeSlot()
+    ctl, thread = boot(tmp_path, profiles_dir, fake, frontdoor)
     yield ctl, fake
     ctl.shutdown()
     thread.join(10)
@@ -282,19 +290,7 @@ def test_a_spent_budget_faults_the_slot_and_nothing_restarts_it(
     """The watchdog's fault is persisted like a device fault: a new controller (a reboot)
     starts nothing until an operator switches."""
     fake = FakeSlot()
-
-    def boot() -> tuple[Controller, threading.Thread]:
-        ctl = Controller(
-            make_switcher(tmp_path, profiles_dir, fake, frontdoor.client()),
-            default_profile="cpu-tiny",
-            backoff=Backoff(base_s=0.05, max_s=0.2),
-        )
-        thread = threading.Thread(target=ctl.run, daemon=True)
-        thread.start()
-        assert ctl.ready.wait(10)
-        return ctl, thread
-
-    ctl, thread = boot()
+    ctl, thread = boot(tmp_path, profiles_dir, fake, frontdoor)
     try:
         serving = fake.running
         assert serving is not None
@@ -311,7 +307,7 @@ def test_a_spent_budget_faults_the_slot_and_nothing_restarts_it(
         ctl.shutdown()
         thread.join(10)
     calls = len(fake.calls)
-    ctl, thread = boot()
+    ctl, thread = boot(tmp_path, profiles_dir, fake, frontdoor)
     try:
         assert ctl.switcher.snapshot.phase is Phase.FAULTED
         assert [c for c in fake.calls[calls:] if c.startswith("create")] == []

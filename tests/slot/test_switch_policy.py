@@ -205,3 +205,30 @@ def test_stop_leaves_no_model_and_the_route_down(
     assert frontdoor.route()["state"] == "down"
     state = switcher.state.load()
     assert (state.current, state.previous, state.stopped) == (None, "cpu-tiny", True)
+
+
+def test_preflight_refuses_devices_that_something_else_holds(
+    tmp_path: Path, profiles_dir: Path, frontdoor: Frontdoor
+) -> None:
+    """A host process outside Docker on a GPU (found by xpu-smi ps) or another container that
+    maps the devices: refused before anything changes, and named."""
+    (profiles_dir / "test-devices.env").write_text(
+        "MODEL_SLOT_EXTENDS=cpu-tiny\nMODEL_SLOT_DEVICES=/dev/null\n"  # exists on every host
+    )
+    fake = FakeSlot()
+    switcher = make_switcher(tmp_path, profiles_dir, fake, frontdoor.client())
+    switcher.switch("cpu-tiny")
+    fake.calls.clear()
+    route_before = frontdoor.route()
+    fake.holders = ["GPU 1: pid 5225 (llama-server), 1 MiB"]
+
+    with pytest.raises(PreflightError, match=r"held by others .*pid 5225 \(llama-server\)"):
+        switcher.switch("test-devices")
+    assert fake.calls == []
+    assert frontdoor.route() == route_before
+
+    fake.holders = []
+    report = switcher.switch("test-devices")
+    assert report.outcome == "switched"
+    preflight = next(p for p in report.phases if p["name"] == "preflight")
+    assert "/dev/null, not held (the fake's list)" in str(preflight.get("detail"))

@@ -7,6 +7,7 @@ imply is known from any one start: the largest length L on the step grid with KV
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import re
@@ -14,6 +15,7 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 import docker
@@ -124,11 +126,24 @@ def test_tune_context_finds_the_boundary_the_facts_imply(slot: SlotUnderTest) ->
     assert len(kept) == 1 and kept[0].document["winner"]["max_model_len"] == winner
 
 
+@contextlib.contextmanager
+def ctrl_c_reaches_children() -> Iterator[None]:
+    """Children started here get SIGINT's default, as under a terminal. A test run started in
+    the background of a script (``./run test &``) ignores SIGINT, children inherit an ignored
+    signal across exec, and Python then never raises KeyboardInterrupt: seen here, the search
+    ran to its end and exited 0 instead of 130."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def test_an_interrupted_search_ends_back_on_the_previous_profile(slot: SlotUnderTest) -> None:
     assert_back_on_previous(slot)
     lines: list[str] = []
     before = sorted(slot.profiles_dir.glob(f"{SOURCE}-ctx*.env"))
-    with Sampler(slot) as sampler:
+    with Sampler(slot) as sampler, ctrl_c_reaches_children():
         search = subprocess.Popen(
             [sys.executable, "-m", "orchestrator", "tune", "context", SOURCE,
              "--sequences", str(N), "--step", "256", "--json"],

@@ -93,3 +93,11 @@ def test_board_from_shipped_profiles_and_evidence_passes_the_frontdoors_model(
     assert [c.status for c in tiny.soak.cycles] == ["clean", "anomaly"]
     assert tiny.soak.anomalies == 1
     assert "/srv" not in board.model_dump_json()
+
+    # A soak that names its profile (every soak since /status was recorded per cycle) is that
+    # profile's, whatever the switch history says.
+    soak["profile"] = "cpu-smollm2-135m"
+    (soak_dir / "summary.json").write_text(json.dumps(soak))
+    named = Board.model_validate(publisher.board(History(tmp_path).load()))
+    assert named.evidence["cpu-smollm2-135m"].soak is not None
+    assert named.evidence["cpu-tiny"].soak is None

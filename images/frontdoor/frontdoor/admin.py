@@ -140,10 +140,11 @@ def build_admin_app(fd: Frontdoor) -> ASGIApp:
 
     @app.put("/admin/watchdog")
     async def put_watchdog(report: WatchdogReport) -> WatchdogReport:
-        """The watchdog's view and the device telemetry, for ``/status`` and ``/metrics``."""
+        """The watchdog's view and the device telemetry, for ``/status``, ``/metrics`` and the
+        operator's page (``dashboard.state``)."""
         if report.updated_at is None:
             report = report.model_copy(update={"updated_at": now_iso()})
-        fd.watchdog = report
+        fd.watchdog, fd.watchdog_received = report, time.monotonic()
         return report
 
     dashboard.register_admin(app, fd)

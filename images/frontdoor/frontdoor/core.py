@@ -44,6 +44,7 @@ class Frontdoor:
         self.metrics = Metrics()
         self.liveness = Liveness()  # liveness.py: tokens relayed, for the watchdog
         self.watchdog: WatchdogReport | None = None  # what the orchestrator last reported
+        self.watchdog_received: float | None = None  # when it arrived (monotonic)
         # What the orchestrator publishes for the operator's page (dashboard.py).
         self.board = BoardKeeper(settings.state_dir / "board.json" if settings.state_dir else None)
         # The route and the pause flag are ours alone; admission reads them through ``self``.

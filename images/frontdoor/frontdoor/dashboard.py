@@ -8,7 +8,8 @@ profile only what ``python -m orchestrator list`` prints.
 
 The orchestrator publishes what the frontdoor cannot know (profiles, switch history, evidence)
 with ``PUT /admin/board`` on the admin port (``register_admin``); its phases also feed
-``/metrics`` (``metric_lines``).
+``/metrics`` (``metric_lines``). Its watchdog's verdicts and the device telemetry arrive with
+``PUT /admin/watchdog`` (admin.py, watchdog_report.py) and show under ``watchdog``.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from importlib import resources
 from typing import Any
 
@@ -131,6 +132,11 @@ def state(fd: Frontdoor) -> dict[str, Any]:
             "ttft_recent_s": [round(v, 4) for v in metrics.ttft.recent],
         },
         "startup_facts": facts,
+        # What the watchdog reads each second (GET /admin/liveness), live from here.
+        "liveness": {
+            k: round(v, 1) if isinstance(v, float) else v for k, v in fd.liveness.snapshot().items()
+        },
+        "watchdog": _watchdog(fd),
         "board": fd.board.board.model_dump(mode="json"),
     }
 
@@ -219,6 +225,86 @@ def metric_lines(fd: Frontdoor) -> list[str]:
                 f'{metric}{{profile="{_label(name)}"}} {value:g}',
             ]
     return lines
+
+
+# ---- the watchdog's report ---------------------------------------------------------------
+_GPU_KEYS = (
+    "utilization_percent",
+    "memory_used_mib",
+    "power_w",
+    "temperature_c",
+    "engine_resets",
+)
+
+
+def _watchdog(fd: Frontdoor) -> dict[str, Any] | None:
+    """The orchestrator's last ``PUT /admin/watchdog``, field by field: the verdict and its
+    figures, and the device telemetry. Free text (reasons, errors) has host paths replaced;
+    the profile hash stays out (the page shows no hash anywhere). Ages are as of now: the
+    report's own ages plus the time since it arrived. How long the model has been silent is
+    the frontdoor's own, live figure (``liveness`` in the state), not the report's copy."""
+    report, received = fd.watchdog, fd.watchdog_received
+    if report is None or received is None:
+        return None
+    since = max(0.0, time.monotonic() - received)
+    view, devices = report.watchdog, report.devices
+    out: dict[str, Any] = {
+        "reported_at": report.updated_at,
+        "reported_age_s": round(since, 1),
+        "verdict": None,
+        "devices": None,
+    }
+    if view is not None:
+        probe = view.last_probe
+        probe_age = _plus(view.last_probe_age_s, since)
+        out.update(
+            verdict=view.verdict,
+            reason=redact(view.reason),
+            last_probe=None
+            if probe is None
+            else {
+                "kind": probe.kind,
+                "ok": probe.ok,
+                "latency_s": round(probe.latency_s, 3),
+                "timed_out": probe.timed_out,
+                "error": redact(probe.error),
+                "age_s": probe_age,
+                "at": _ago(probe_age),
+            },
+            probing=_text(view.probing),
+            last_proof=_text(view.last_proof),
+            last_proof_age_s=_plus(view.last_proof_age_s, since),
+            restarts_in_window=view.restarts_in_window,
+            restart_budget=view.restart_budget,
+            restart_window_s=view.restart_window_s,
+            decode_tok_s=view.decode_tok_s,
+            baseline_tok_s=view.baseline_tok_s,
+            baseline_source=redact(view.baseline_source),
+            degraded_below_tok_s=view.degraded_below_tok_s,
+        )
+    if devices is not None:
+        out["devices"] = {
+            "available": devices.available,
+            "source": redact(devices.source),
+            "reason": redact(devices.reason),
+            "gpus": [
+                {"gpu": gpu.gpu, **{k: getattr(gpu, k) for k in _GPU_KEYS}} for gpu in devices.gpus
+            ]
+            if devices.available
+            else [],
+        }
+    return out
+
+
+def _plus(age: float | None, since: float) -> float | None:
+    return None if age is None else round(age + since, 1)
+
+
+def _ago(age_s: float | None) -> str | None:
+    if age_s is None:
+        return None
+    then = datetime.now(UTC) - timedelta(seconds=age_s)
+    return then.isoformat(timespec="seconds")
 
 
 # ---- helpers ----------------------------------------------------------------------------

@@ -83,7 +83,12 @@ class WatchdogReport(BaseModel):
 
 
 def _value(value: float | None) -> str:
-    return "NaN" if value is None else f"{value:g}"
+    """Prometheus text: NaN for unknown, integers without a point, floats in full (``:g``
+    would round a byte count to six digits)."""
+    if value is None:
+        return "NaN"
+    number = float(value)
+    return str(int(number)) if number.is_integer() and abs(number) < 1e15 else repr(number)
 
 
 def render(report: WatchdogReport | None) -> list[str]:
@@ -119,6 +124,11 @@ def render(report: WatchdogReport | None) -> list[str]:
             "# HELP modelslot_watchdog_baseline_tokens_per_second The decode baseline.",
             "# TYPE modelslot_watchdog_baseline_tokens_per_second gauge",
             f"modelslot_watchdog_baseline_tokens_per_second {_value(view.baseline_tok_s)}",
+            "# HELP modelslot_watchdog_degraded_below_tokens_per_second Decode below this, "
+            "for the set number of probes in a row, is degraded.",
+            "# TYPE modelslot_watchdog_degraded_below_tokens_per_second gauge",
+            "modelslot_watchdog_degraded_below_tokens_per_second "
+            f"{_value(view.degraded_below_tok_s)}",
         ]
     devices = report.devices if report else None
     lines += [
@@ -127,19 +137,34 @@ def render(report: WatchdogReport | None) -> list[str]:
         f"modelslot_device_telemetry_available {int(bool(devices and devices.available))}",
     ]
     if devices is not None and devices.available and devices.gpus:
-        gauges = (
-            ("gpu_utilization_percent", "GPU utilisation, percent.", "utilization_percent"),
-            ("gpu_memory_used_mib", "GPU memory used, MiB.", "memory_used_mib"),
-            ("gpu_power_watts", "GPU power, watts.", "power_w"),
-            ("gpu_temperature_celsius", "GPU temperature, Celsius.", "temperature_c"),
-            ("gpu_engine_resets_total", "GPU engine resets, where reported.", "engine_resets"),
+        # (name, type, help, field, divisor): a ratio (0-1) for a percentage, bytes for MiB.
+        families: tuple[tuple[str, str, str, str, float], ...] = (
+            ("gpu_utilization_ratio", "gauge", "GPU utilisation, 0-1.", "utilization_percent", 100),
+            (
+                "gpu_memory_used_bytes",
+                "gauge",
+                "GPU memory used.",
+                "memory_used_mib",
+                1 / (1 << 20),
+            ),
+            ("gpu_power_watts", "gauge", "GPU power.", "power_w", 1),
+            ("gpu_temperature_celsius", "gauge", "GPU temperature.", "temperature_c", 1),
+            (
+                "gpu_engine_resets_total",
+                "counter",
+                "GPU engine resets, where xpu-smi reports them.",
+                "engine_resets",
+                1,
+            ),
         )
-        for name, help_, field in gauges:
-            lines += [f"# HELP modelslot_{name} {help_}", f"# TYPE modelslot_{name} gauge"]
+        for name, kind, help_, field, divisor in families:
+            lines += [f"# HELP modelslot_{name} {help_}", f"# TYPE modelslot_{name} {kind}"]
             for gpu in devices.gpus:
                 value = getattr(gpu, field)
                 if value is not None:
-                    lines.append(f'modelslot_{name}{{gpu="{_label(gpu.gpu)}"}} {value:g}')
+                    lines.append(
+                        f'modelslot_{name}{{gpu="{_label(gpu.gpu)}"}} {_value(value / divisor)}'
+                    )
     return lines
 
 

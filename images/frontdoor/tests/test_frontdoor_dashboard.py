@@ -103,6 +103,7 @@ def test_writes_to_the_page_are_refused_with_405_and_never_reach_the_model(
     assert upstream.seen == []
     assert front.fd.admission.total == 0, "a write to the page counted as a generation"
     assert front.fd.board.board.switches == []
+    assert front.fd.watchdog is None
 
 
 def test_board_needs_the_admin_token_and_shows_on_the_state(
@@ -215,3 +216,153 @@ def test_the_running_phase_shows_only_while_switching_and_a_board_ends_it(
     assert live["for_s"] > 0
     assert front.admin("PUT", "/admin/board", BOARD).status_code == 200
     assert shown() is None, "the finished operation's board clears the phase"
+
+
+# ---- the watchdog's report on the page -----------------------------------------------------
+WATCHDOG: dict[str, Any] = {
+    "updated_at": "2026-12-02T10:00:00+00:00",
+    "watchdog": {
+        "verdict": "degraded",
+        "reason": "decode 9.1 tok/s below 20.0 (50% of the baseline 40.0 from gate gate-x.json)",
+        "profile_hash": "0123456789abcdef",
+        "last_proof": "probe",
+        "last_proof_age_s": 3.0,
+        "last_probe_age_s": 3.0,
+        "last_probe": {
+            "kind": "decode",
+            "ok": True,
+            "latency_s": 1.2345,
+            "error": "ConnectError: [Errno 2] No such file: /srv/model-slot/sock",
+            "note": "a field the page does not show",
+        },
+        "probing": None,
+        "active_generations": 0,
+        "silent_for_s": 12.0,
+        "restarts_in_window": 1,
+        "restart_budget": 3,
+        "restart_window_s": 3600,
+        "decode_tok_s": 9.1,
+        "baseline_tok_s": 40.0,
+        "baseline_source": "gate /var/lib/model-slot/state/evidence/gate-x.json",
+        "degraded_below_tok_s": 20.0,
+        "verdict_changes": 2,
+    },
+    "devices": {
+        "available": True,
+        "source": "xpu-smi dump",
+        "gpus": [
+            {"gpu": "0", "utilization_percent": 97.0, "memory_used_mib": 20480.0, "power_w": 180.6},
+            {"gpu": "1", "temperature_c": 59.0, "engine_resets": 2},
+        ],
+    },
+}
+
+
+def _page_state(front: RunningFrontdoor) -> dict[str, Any]:
+    state: dict[str, Any] = httpx.get(front.url + "/ui/api/state", timeout=5).json()
+    return state
+
+
+def test_the_watchdogs_report_shows_on_the_page_state_field_by_field(
+    start_frontdoor: StartFrontdoor, upstream: FakeUpstream
+) -> None:
+    front = start_frontdoor(_serving(upstream))
+    assert _page_state(front)["watchdog"] is None, "nothing reported yet"
+    assert front.admin("PUT", "/admin/watchdog", WATCHDOG, token=None).status_code == 401
+    assert front.admin("PUT", "/admin/watchdog", WATCHDOG).status_code == 200
+    state = _page_state(front)
+    wd = state["watchdog"]
+    assert wd["verdict"] == "degraded"
+    assert wd["reported_at"] == "2026-12-02T10:00:00+00:00"
+    assert (wd["decode_tok_s"], wd["baseline_tok_s"], wd["degraded_below_tok_s"]) == (
+        9.1,
+        40.0,
+        20.0,
+    )
+    assert (wd["restarts_in_window"], wd["restart_budget"], wd["restart_window_s"]) == (1, 3, 3600)
+    probe = wd["last_probe"]
+    assert (probe["kind"], probe["ok"], probe["latency_s"]) == ("decode", True, 1.234)
+    # Ages run on from the report's (it said 3 s); the time is the page's to show.
+    assert probe["age_s"] >= 3.0
+    assert wd["last_proof_age_s"] >= 3.0
+    assert probe["at"] and probe["at"] <= state["now"]
+    assert "note" not in probe
+    # Free text loses its host paths; the profile hash and the report's stale copy of the
+    # frontdoor's own figures stay out (the page has them live under "liveness").
+    assert probe["error"] == "ConnectError: [Errno 2] No such file: <path>"
+    assert wd["baseline_source"] == "gate <path>"
+    assert "profile_hash" not in wd
+    assert "silent_for_s" not in wd
+    assert state["liveness"]["active_generations"] == 0
+    assert wd["devices"] == {
+        "available": True,
+        "source": "xpu-smi dump",
+        "reason": None,
+        "gpus": [
+            {
+                "gpu": "0",
+                "utilization_percent": 97.0,
+                "memory_used_mib": 20480.0,
+                "power_w": 180.6,
+                "temperature_c": None,
+                "engine_resets": None,
+            },
+            {
+                "gpu": "1",
+                "utilization_percent": None,
+                "memory_used_mib": None,
+                "power_w": None,
+                "temperature_c": 59.0,
+                "engine_resets": 2,
+            },
+        ],
+    }
+    text = json.dumps(state)
+    for secret in (ADMIN_TOKEN, "/srv/", "/var/lib/", "0123456789abcdef"):
+        assert secret not in text, secret
+
+
+def test_without_device_telemetry_the_page_says_so(
+    start_frontdoor: StartFrontdoor, upstream: FakeUpstream
+) -> None:
+    front = start_frontdoor(_serving(upstream))
+    report = {
+        **WATCHDOG,
+        "devices": {
+            "available": False,
+            "reason": "no device telemetry: [Errno 2] No such file or directory: "
+            "'/opt/intel/bin/xpu-smi'",
+            "gpus": [{"gpu": "0", "power_w": 1.0}],
+        },
+    }
+    assert front.admin("PUT", "/admin/watchdog", report).status_code == 200
+    devices = _page_state(front)["watchdog"]["devices"]
+    assert devices["available"] is False
+    assert devices["gpus"] == [], "unavailable telemetry shows no rows"
+    assert devices["reason"] == "no device telemetry: [Errno 2] No such file or directory: '<path>'"
+    assert front.admin("PUT", "/admin/watchdog", {"watchdog": None}).status_code == 200
+    bare = _page_state(front)["watchdog"]
+    assert bare["reported_at"], "the frontdoor stamps a report that has no time"
+    assert {k: v for k, v in bare.items() if not k.startswith("reported_")} == {
+        "verdict": None,
+        "devices": None,
+    }
+
+
+def test_a_watchdog_view_on_the_public_port_changes_nothing(
+    start_frontdoor: StartFrontdoor, upstream: FakeUpstream
+) -> None:
+    front = start_frontdoor(_serving(upstream))
+    assert front.admin("PUT", "/admin/watchdog", WATCHDOG).status_code == 200
+    forged = {"watchdog": {"verdict": "ok", "reason": "forged"}}
+    for method in ("PUT", "POST"):
+        refused = httpx.request(method, front.url + "/ui/api/state", json=forged, timeout=5)
+        assert refused.status_code == 405
+    # The admin API is not on the public port: this is proxied to the model like any path.
+    httpx.put(front.url + "/admin/watchdog", json=forged, timeout=5)
+    assert [(s.method, s.path) for s in upstream.seen] == [("PUT", "/admin/watchdog")]
+    wd = _page_state(front)["watchdog"]
+    assert (wd["verdict"], wd["reason"]) == ("degraded", WATCHDOG["watchdog"]["reason"])
+    assert front.fd.watchdog is not None
+    assert front.fd.watchdog.watchdog is not None
+    assert front.fd.watchdog.watchdog.verdict == "degraded"

@@ -161,12 +161,34 @@ def test_the_watchdog_report_shows_in_status_and_metrics(
         "modelslot_watchdog_baseline_tokens_per_second 40",
         "modelslot_watchdog_verdict_changes_total 4",
         "modelslot_device_telemetry_available 1",
-        'modelslot_gpu_utilization_percent{gpu="0"} 97.5',
-        'modelslot_gpu_memory_used_mib{gpu="0"} 20480',
+        'modelslot_gpu_utilization_ratio{gpu="0"} 0.975',
+        f'modelslot_gpu_memory_used_bytes{{gpu="0"}} {20480 * 1024 * 1024}',
+        'modelslot_gpu_power_watts{gpu="0"} 180',
         'modelslot_gpu_temperature_celsius{gpu="1"} 61',
         'modelslot_gpu_engine_resets_total{gpu="1"} 2',
+        "# TYPE modelslot_gpu_engine_resets_total counter",
     ):
         assert line in metrics, line
+    _follows_prometheus_naming(metrics)
+
+
+def _follows_prometheus_naming(text: str) -> None:
+    """Every family has HELP and TYPE; counters and only counters end in ``_total``; base
+    units (no percent, no MiB, no milliseconds)."""
+    helped = {line.split()[2] for line in text.splitlines() if line.startswith("# HELP ")}
+    typed = {}
+    for line in text.splitlines():
+        if line.startswith("# TYPE "):
+            name, kind = line.split()[2:4]
+            typed[name] = kind
+            assert (kind == "counter") == name.endswith("_total"), line
+            assert not any(u in name for u in ("percent", "_mib", "_ms", "millis")), line
+    assert helped == set(typed), helped ^ set(typed)
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            family = line.split("{")[0].split()[0]
+            base = family.removesuffix("_bucket").removesuffix("_sum").removesuffix("_count")
+            assert family in typed or base in typed, line
 
 
 def test_a_bad_watchdog_report_is_refused(upstream: FakeUpstream, start_frontdoor: Start) -> None:

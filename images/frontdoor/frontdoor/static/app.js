@@ -99,6 +99,103 @@ function sparkline(node, values) {
   });
 }
 
+// The orchestrator publishes at least every 10 s; a report this old means it stopped.
+const WATCHDOG_STALE_S = 60;
+
+function rate(v) {
+  return v === null || v === undefined ? "–" : `${Number(v).toFixed(1)} tok/s`;
+}
+
+function latency(v) {
+  return v < 1 ? `${Math.round(v * 1000)} ms` : secs(v);
+}
+
+function probeText(w) {
+  const p = w.last_probe;
+  const now = w.probing ? `probing now (${w.probing})` : "";
+  if (!p) return now || "none yet";
+  const outcome = p.ok ? "answered" : p.timed_out ? "timed out" : "failed";
+  const parts = [`${p.kind} ${outcome} in ${latency(p.latency_s)}, at ${when(p.at)} (${secs(p.age_s)} ago)`];
+  if (p.error) parts.push(p.error);
+  if (now) parts.push(now);
+  return parts.join("; ");
+}
+
+function silentText(live) {
+  const last = live.last_token_age_s === null ? "no token relayed yet" : `last token relayed ${secs(live.last_token_age_s)} ago`;
+  const active = live.active_generations;
+  const oldest = active && live.oldest_active_silent_s !== null ? `, the oldest silent for ${secs(live.oldest_active_silent_s)}` : "";
+  return `${last}; ${active} active${oldest}`;
+}
+
+function decodeText(w) {
+  if (w.decode_tok_s === null || w.decode_tok_s === undefined) {
+    return w.baseline_tok_s ? `no decode probe yet; baseline ${rate(w.baseline_tok_s)} (${w.baseline_source || "?"})` : "no decode probe yet";
+  }
+  if (!w.baseline_tok_s) return `${rate(w.decode_tok_s)} now; no baseline yet`;
+  return `${rate(w.decode_tok_s)} now vs ${rate(w.baseline_tok_s)} baseline (${w.baseline_source || "?"}); degraded below ${rate(w.degraded_below_tok_s)}`;
+}
+
+function decodeBar(w) {
+  const bar = $("wd-decode-bar");
+  const mark = $("wd-decode-mark");
+  const base = w && w.baseline_tok_s;
+  const now = w && w.decode_tok_s;
+  bar.parentElement.hidden = !base; // nothing to measure against yet
+  bar.style.width = base && now !== null && now !== undefined ? `${Math.min(100, (100 * now) / base)}%` : "0";
+  if (w && now !== null && now !== undefined && w.degraded_below_tok_s !== null && now < w.degraded_below_tok_s) bar.dataset.slow = "1";
+  else delete bar.dataset.slow;
+  const threshold = w && w.degraded_below_tok_s;
+  mark.style.display = base && threshold ? "block" : "none";
+  if (base && threshold) mark.style.left = `${Math.min(100, (100 * threshold) / base)}%`;
+}
+
+function restartsText(w) {
+  const span = w.restart_window_s === 3600 ? "hour" : secs(w.restart_window_s);
+  return `${w.restarts_in_window} of ${w.restart_budget} in the last ${span}`;
+}
+
+function renderDevices(w) {
+  const d = w && w.devices;
+  const gpus = d && d.available ? d.gpus : [];
+  const cell = (v, unit) => el("td", {}, v === null || v === undefined ? "–" : `${v}${unit}`);
+  const rows = gpus.map((g) => el("tr", {}, el("td", {}, g.gpu), cell(g.utilization_percent, " %"),
+    cell(g.memory_used_mib, " MiB"), cell(g.power_w, " W"), cell(g.temperature_c, " °C"), cell(g.engine_resets, "")));
+  $("wd-gpus").tBodies[0].replaceChildren(...rows);
+  $("wd-gpus").hidden = !rows.length;
+  let note = "";
+  if (!w) note = "";
+  else if (!d) note = "no device report";
+  else if (!rows.length) {
+    const why = (d.reason || "").replace(/^no device telemetry:\s*/, "");
+    note = why ? `no device telemetry available (${why})` : "no device telemetry available";
+  } else note = `from ${d.source || "?"}`;
+  text("wd-devices", note, "");
+}
+
+function renderWatchdog(s) {
+  const w = s.watchdog;
+  const verdict = w && w.verdict ? w.verdict : "none";
+  const label = !w ? "no report" : w.verdict || "no verdict";
+  for (const id of ["wd-chip", "wd-verdict"]) {
+    $(id).dataset.verdict = verdict;
+    text(id, label);
+  }
+  renderDevices(w);
+  decodeBar(w);
+  const view = w && w.verdict ? w : null;
+  text("wd-reason", !w ? "the orchestrator's watchdog has not reported to this frontdoor yet" : view ? view.reason : "", "");
+  text("wd-probe", view ? probeText(view) : null);
+  text("wd-proof", view && view.last_proof ? `${view.last_proof}, ${secs(view.last_proof_age_s)} ago` : null);
+  text("wd-silent", silentText(s.liveness));
+  text("wd-decode", view ? decodeText(view) : null);
+  text("wd-restarts", view ? restartsText(view) : null);
+  const reported = $("wd-reported");
+  const stale = Boolean(w) && w.reported_age_s > WATCHDOG_STALE_S;
+  reported.classList.toggle("stale", stale);
+  text("wd-reported", w ? `reported ${when(w.reported_at)}, ${secs(w.reported_age_s)} ago${stale ? " (stale: is the orchestrator running?)" : ""}` : "", "");
+}
+
 const FACT_LABELS = {
   kv_cache_tokens: ["KV cache", (v) => `${v.toLocaleString()} tokens`],
   max_concurrency: ["max concurrency", (v, f) => `${v}x at ${f.max_concurrency_context_tokens ?? "?"} tokens`],
@@ -208,6 +305,7 @@ function render(s) {
   renderProfile(s);
   renderGenerations(s);
   renderFacts(s);
+  renderWatchdog(s);
   renderSwitches(s);
   renderProfiles(s);
   text("footer", `frontdoor ${s.frontdoor.version}, up ${secs(s.frontdoor.uptime_s)}; board published ${when(s.board.published_at)}; updated ${when(s.now)}`);
