@@ -104,7 +104,7 @@ def metric(stack: Stack, name: str) -> float:
     """The sum of a frontdoor metric's samples (all label sets), from its /metrics."""
     text = httpx.get(f"{stack.base_url}/metrics", timeout=5).text
     pattern = re.compile(rf"^{re.escape(name)}(?:{{[^}}]*}})? ([0-9.e+-]+)$", re.MULTILINE)
-    return sum(float(value) for value in pattern.findall(text))
+    return sum((float(value) for value in pattern.findall(text)), 0.0)
 
 
 def _start_proxy(a: Stack, b: Stack, log: Path) -> Iterator[str]:
@@ -262,7 +262,7 @@ def test_a_steady_stream_through_the_proxy_all_succeeds_while_one_host_switches(
         f"\nfleet: {result['requests']} requests, {len(during)} during A's "
         f"{result['switch_s']} s switch (served by {result['during_switch_served_by']}), "
         f"max latency {worst:.3f} s (during the switch {worst_during:.3f} s; A's hold {hold:g} s),"
-        f" refused at once: {result['refused']}; {path}"
+        f" refused at once: {json.dumps(result['refused'])}; {path}"
     )
 
     assert stream.failures == [], stream.failures[:5]
