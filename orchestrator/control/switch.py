@@ -325,6 +325,7 @@ class Switcher:
                 )
             else:
                 checked.append(f"devices {', '.join(profile.devices)}, not held ({held.how})")
+        problems += self.slot.cpu_problems(profile)
         if self.frontdoor is not None:
             try:
                 self.frontdoor.get_route()

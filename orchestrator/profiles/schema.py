@@ -3,7 +3,8 @@
 The names are those of the lab's scripts (``MODEL_SLOT_*``, ``VLLM_*``, ``FRONTDOOR_*``), so their
 profiles port over. Keys outside these prefixes pass through to the model container unchanged
 (``ONEAPI_DEVICE_SELECTOR``, ``ZE_AFFINITY_MASK``, ``CCL_*``, ``XPU_GRAPH`` ...), and so do the
-environment variables vLLM reads itself (``VLLM_CPU_KVCACHE_SPACE``, ``VLLM_XPU_*`` ...).
+environment variables vLLM reads itself (``VLLM_XPU_*``, ``VLLM_CPU_*`` ...); the few of those
+that the project's profiles use are checked here too (``VLLM_CPU_KVCACHE_SPACE`` ...).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
+
+from orchestrator import cpus
 
 #: A checker returns None when the value is fine, else what is allowed.
 Checker = Callable[[str], str | None]
@@ -135,6 +138,23 @@ def _json_string_array(value: str) -> str | None:
     return 'a JSON array of strings such as ["--seed", "0"]'
 
 
+def _omp_threads_bind(value: str) -> str | None:
+    """vLLM CPU's ``VLLM_CPU_OMP_THREADS_BIND``: ``auto``, ``nobind``, or one CPU list per
+    worker rank, separated by ``|`` (``0-3|4-7`` for tensor-parallel 2)."""
+    if value in ("auto", "nobind"):
+        return None
+    allowed = f"auto, nobind, or {cpus.ALLOWED} per worker rank, ranks separated by |"
+    try:
+        ranks = [cpus.parse(rank) for rank in value.split("|")]
+    except ValueError:
+        return allowed
+    for index, rank in enumerate(ranks):
+        for other in ranks[:index]:
+            if rank & other:
+                return f"{allowed}, no CPU in two ranks (CPU {min(rank & other)} is)"
+    return None
+
+
 def _quantization(value: str) -> str | None:
     return None if re.fullmatch(r"[a-z0-9_-]+", value) else "auto, none or a vLLM method name"
 
@@ -241,6 +261,18 @@ KEYS: dict[str, KeySpec] = {
     "VLLM_SHUTDOWN_TIMEOUT": _spec("vllm", _integer(0), "seconds vLLM drains on SIGTERM"),
     "VLLM_COMPILATION_CONFIG": _spec("vllm", _json_object, "JSON compilation config"),
     "VLLM_EXTRA_ARGS": _spec("vllm", _json_string_array, "more vLLM flags, a JSON array"),
+    # vLLM CPU reads these itself. The host decides which CPUs the container may use
+    # (MODEL_SLOT_CPUSET, docs/slot.md); `auto` binds inside that set.
+    "VLLM_CPU_OMP_THREADS_BIND": _spec(
+        "vllm",
+        _omp_threads_bind,
+        "vLLM CPU: CPUs its OpenMP threads bind to (auto: the container's, less one reserved)",
+        "auto",
+    ),
+    "VLLM_CPU_NUM_OF_RESERVED_CPU": _spec(
+        "vllm", _integer(0), "vLLM CPU: CPUs `auto` leaves to the other processes"
+    ),
+    "VLLM_CPU_KVCACHE_SPACE": _spec("vllm", _integer(0), "vLLM CPU: KV-cache size in GiB"),
     # frontdoor
     "FRONTDOOR_MAX_ACTIVE_GENERATIONS": _spec("frontdoor", _integer(1), "generation cap", "1"),
     "FRONTDOOR_QUEUE_TIMEOUT_S": _spec(

@@ -23,7 +23,11 @@ Configuration (environment):
   by default ``network`` when a network is set and the orchestrator runs in a container (the
   compose service), else ``published``;
 - ``MODEL_SLOT_UPSTREAM_URL``: what the frontdoor is told; by default
-  ``http://<name>:<port>`` with a network, else the published address.
+  ``http://<name>:<port>`` with a network, else the published address;
+- ``MODEL_SLOT_CPUSET``: the host CPUs the model container may run on (Docker's
+  ``--cpuset-cpus``, e.g. ``0-3``); unset, all of them. Two slots on one host each get their own
+  CPUs this way: vLLM CPU's ``auto`` OpenMP binding picks from the CPUs the container may use,
+  so without it both engines bind to the same cores and starve each other.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ import httpx
 import requests
 from docker.models.containers import Container
 
+from orchestrator import cpus
 from orchestrator.errors import NotReadyError, SlotError
 from orchestrator.profiles.store import Profile
 from orchestrator.slot.protocol import ContainerInfo, DeviceHolders, DieEvent, OnStep
@@ -68,6 +73,7 @@ class SlotConfig:
     network: str | None = None
     probe: str = "published"  # or "network"
     upstream_url: str | None = None
+    cpuset: frozenset[int] | None = None  # None: every CPU of the host
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> SlotConfig:
@@ -92,7 +98,57 @@ class SlotConfig:
             network=network,
             probe=probe,
             upstream_url=env.get("MODEL_SLOT_UPSTREAM_URL") or None,
+            cpuset=cpuset_setting(env.get("MODEL_SLOT_CPUSET", "")),
         )
+
+    def cpu_problems(self, profile: Profile) -> list[str]:
+        """Why ``profile`` cannot run on this slot's CPUs (empty: it can): a profile that binds
+        vLLM's OpenMP threads to fixed CPUs must name CPUs the container may use
+        (``MODEL_SLOT_CPUSET``, else every CPU of the host)."""
+        bind = profile.get("VLLM_CPU_OMP_THREADS_BIND")
+        if bind in ("", "auto", "nobind"):
+            return []
+        allowed = self.cpuset if self.cpuset is not None else host_cpus()
+        outside = set().union(*(cpus.parse(rank) for rank in bind.split("|"))) - allowed
+        if not outside:
+            return []
+        where = (
+            f"outside this slot's MODEL_SLOT_CPUSET={cpus.format_ids(allowed)}"
+            if self.cpuset is not None
+            else f"which this host does not have (it has {cpus.format_ids(allowed)})"
+        )
+        return [
+            f"{profile.name} binds vLLM's OpenMP threads to CPUs {cpus.format_ids(outside)} "
+            f"(VLLM_CPU_OMP_THREADS_BIND={bind}), {where}: its engine could not start. Use "
+            "VLLM_CPU_OMP_THREADS_BIND=auto (it binds inside the container's CPUs) or CPUs "
+            "the container has"
+        ]
+
+
+def host_cpus() -> frozenset[int]:
+    """The CPUs this process may run on: the host's, for the CLI and the compose service."""
+    if hasattr(os, "sched_getaffinity"):
+        return frozenset(os.sched_getaffinity(0))
+    return frozenset(range(os.cpu_count() or 1))
+
+
+def cpuset_setting(value: str) -> frozenset[int] | None:
+    """``MODEL_SLOT_CPUSET``, checked: a CPU list of CPUs this host has, or unset."""
+    value = value.strip()
+    if not value:
+        return None
+    try:
+        chosen = cpus.parse(value)
+    except ValueError as exc:
+        raise SlotError(f"MODEL_SLOT_CPUSET={value!r}: {exc}") from None
+    have = host_cpus()
+    missing = chosen - have
+    if missing:
+        raise SlotError(
+            f"MODEL_SLOT_CPUSET={value!r}: this host has no CPU {cpus.format_ids(missing)} "
+            f"(it has {cpus.format_ids(have)}); name CPUs it has, or unset it for all of them"
+        )
+    return chosen
 
 
 def _info(container: Container) -> ContainerInfo:
@@ -383,6 +439,11 @@ class DockerSlot:
             kwargs["memswap_limit"] = _size_bytes(memory)
         if self.config.network:
             kwargs["network"] = self.config.network
+        problems = self.config.cpu_problems(profile)  # preflight said so too; never start it
+        if problems:
+            raise SlotError(problems[0])
+        if self.config.cpuset is not None:
+            kwargs["cpuset_cpus"] = cpus.format_ids(self.config.cpuset)
         try:
             container = self.client.containers.create(profile.image, **kwargs)
         except docker.errors.ImageNotFound:
@@ -514,6 +575,9 @@ class DockerSlot:
         return self.logs(tail=lines)
 
     # ---- addresses ------------------------------------------------------------------------
+    def cpu_problems(self, profile: Profile) -> list[str]:
+        return self.config.cpu_problems(profile)
+
     def probe_url(self, profile: Profile, info: ContainerInfo | None = None) -> str:
         """Where the orchestrator reaches vLLM."""
         if self.config.probe == "network":

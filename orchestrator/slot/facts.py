@@ -14,6 +14,8 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
+from orchestrator import cpus
+
 _NUMBER = r"([0-9][0-9,]*(?:\.[0-9]+)?)"
 
 # (fact, pattern); the first match of each fact wins, except where noted in ``_LAST``.
@@ -51,6 +53,9 @@ _PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("startup_complete", re.compile(r"Application startup complete")),
 )
 
+#: vLLM CPU's OpenMP binding, one line per worker rank: "local_rank=0, core ids=[0, 1, 2]".
+_OMP_RANK = re.compile(r"\blocal_rank=([0-9]+), core ids=\[([0-9, ]*)\]")
+
 #: A docker log timestamp as ``logs(timestamps=True)`` prefixes it: RFC 3339 with nanoseconds.
 _DOCKER_TS = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)\s")
 
@@ -79,10 +84,15 @@ def parse(lines: Iterable[str]) -> dict[str, object]:
     """
     facts: dict[str, object] = {}
     first_at: datetime | None = None
+    omp_ranks: dict[int, str] = {}
     for line in lines:
         stamp = docker_timestamp(line)
         if stamp is not None and first_at is None:
             first_at = stamp
+        omp = _OMP_RANK.search(line)
+        if omp is not None:
+            ids = [int(cpu) for cpu in omp.group(2).replace(" ", "").split(",") if cpu]
+            omp_ranks.setdefault(int(omp.group(1)), cpus.format_ids(set(ids)))
         for fact, pattern in _PATTERNS:
             if fact in facts:
                 continue
@@ -117,6 +127,10 @@ def parse(lines: Iterable[str]) -> dict[str, object]:
                     facts["startup_complete_at"] = stamp.isoformat()
                     if first_at is not None:
                         facts["cold_start_s"] = round((stamp - first_at).total_seconds(), 3)
+    if omp_ranks:
+        # The CPUs vLLM CPU's OpenMP threads are bound to, ranks separated by | (the syntax of
+        # VLLM_CPU_OMP_THREADS_BIND): what MODEL_SLOT_CPUSET and `auto` came to.
+        facts["omp_cpus"] = "|".join(omp_ranks[rank] for rank in sorted(omp_ranks))
     if first_at is not None:
         facts["log_first_at"] = first_at.isoformat()
     return facts
@@ -155,4 +169,6 @@ def describe(found: dict[str, Any]) -> str:
     ):
         if key in found:
             parts.append(f"{label} {found[key]}s")
+    if "omp_cpus" in found:
+        parts.append(f"OpenMP on CPUs {found['omp_cpus']}")
     return ", ".join(parts) or "no facts in the log"

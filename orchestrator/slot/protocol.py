@@ -101,6 +101,10 @@ class Slot(Protocol):
         xpu-smi runs) processes on the GPUs that are not this slot's container's."""
         ...
 
+    def cpu_problems(self, profile: Profile) -> list[str]:
+        """Why ``profile`` cannot run on the CPUs this slot's container may use (empty: it can)."""
+        ...
+
     def die_events(self) -> DieEvents:
         """Die events of this slot's containers, from now on."""
         ...

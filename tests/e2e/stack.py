@@ -1,10 +1,11 @@
-"""The compose stack the end-to-end tests share (``conftest.py`` makes it one per package).
+"""The compose stacks of the end-to-end tests (``conftest.py`` makes one per package).
 
 One compose project with its own name, network, ports, state dir and slot name, so it cannot
-touch a developer's stack. A vLLM start costs ~40 s here, so every module of tests/e2e uses the
-same project, in file order: test_stack.py walks a host's life first, test_stack_faults.py
-breaks it in the ways issue 10 names (each test leaves it serving), then test_ui.py looks at it
-with a browser and Prometheus.
+touch a developer's stack. A vLLM start costs ~40 s here, so the host-life modules of tests/e2e
+use the same project, in file order: test_stack.py walks a host's life first,
+test_stack_faults.py breaks it in the ways issue 10 names (each test leaves it serving), then
+test_ui.py looks at it with a browser and Prometheus. test_fleet.py does not use it: it brings
+up two stacks of its own (two hosts behind a LiteLLM proxy), each on its own CPUs.
 """
 
 from __future__ import annotations
@@ -104,9 +105,11 @@ def compose_stack(
     tmp_path_factory: pytest.TempPathFactory,
     tag: str,
     default_profile: str = "cpu-smollm2-135m",
+    settings: dict[str, str] | None = None,
 ) -> Iterator[Stack]:
     """A compose project of its own (name, network, ports, state dir and slot name from
-    ``tag``), taken down with its model container at the end. Not started: call
+    ``tag``), taken down with its model container at the end. ``settings`` are more of the
+    host's ``.env`` lines (``MODEL_SLOT_CPUSET`` ...). Not started: call
     ``stack.compose("up", "-d")``."""
     for image in IMAGES:
         try:
@@ -130,6 +133,7 @@ def compose_stack(
         "MODEL_SLOT_DEFAULT_PROFILE": default_profile,
         "MODEL_SLOT_DRAIN_TIMEOUT_S": "5",  # the paused-frontdoor test waits out one drain
         "MODEL_SLOT_RESTART_BACKOFF_S": "5",  # long enough to see the route `down` after an exit
+        **(settings or {}),
     }
     stack = Stack(
         f"modelslot-{tag}", env, port, state_dir, env["MODEL_SLOT_CONTAINER_NAME"], docker_client

@@ -41,6 +41,7 @@ class FakeSlot:
     fail_stop: bool = False  # stop raises SlotError (a container that survives SIGKILL)
     log: str = LOG
     holders: list[str] = field(default_factory=list)
+    cpu_refusals: list[str] = field(default_factory=list)  # what cpu_problems answers
     services: set[str] = field(default_factory=set)  # "project/service" pairs that run
     running: ContainerInfo | None = None
     calls: list[str] = field(default_factory=list)
@@ -117,6 +118,9 @@ class FakeSlot:
 
     def device_holders(self, devices: tuple[str, ...]) -> DeviceHolders:
         return DeviceHolders(list(self.holders), "the fake's list")
+
+    def cpu_problems(self, profile: Profile) -> list[str]:
+        return list(self.cpu_refusals)
 
     def die_events(self) -> FakeEvents:
         return self.events

@@ -84,5 +84,17 @@ def test_a_real_vllm_cpu_startup_log() -> None:
         "startup_complete_at": "2026-11-27T15:22:34.435359+00:00",
         "cold_start_s": 26.964,
         "log_first_at": "2026-11-27T15:22:07.471201+00:00",
+        "omp_cpus": "0",  # `auto` on 2 CPUs: all but the last, which it reserves
     }
     assert facts.device_fault(log.splitlines()) is None
+
+
+def test_openmp_binding_of_every_rank_in_rank_order() -> None:
+    lines = [
+        "(EngineCore pid=19) INFO [ompmultiprocessing.py:185] \tlocal_rank=1, core ids=[4, 5, 6]",
+        "(EngineCore pid=19) INFO [ompmultiprocessing.py:185] \tlocal_rank=0, core ids=[0, 1, 3]",
+        "(EngineCore pid=20) INFO [ompmultiprocessing.py:185] \tlocal_rank=0, core ids=[9]",
+    ]
+    found = facts.parse(lines)
+    assert found == {"omp_cpus": "0-1,3|4-6"}  # the first line of a rank wins, like every fact
+    assert facts.describe(found) == "OpenMP on CPUs 0-1,3|4-6"

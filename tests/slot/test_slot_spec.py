@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any, ClassVar
 
+import pytest
+
+from orchestrator.errors import SlotError
 from orchestrator.profiles.store import ProfileStore
 from orchestrator.slot.docker_slot import DockerSlot, SlotConfig, device_groups
 
@@ -36,9 +40,11 @@ class _Client:
         self.containers = _Containers()
 
 
-def create(profile_name: str, config: SlotConfig, model_root: Path) -> tuple[str, dict[str, Any]]:
+def create(
+    profile_name: str, config: SlotConfig, model_root: Path, profiles: Path = REPO / "profiles"
+) -> tuple[str, dict[str, Any]]:
     client = _Client()
-    profile = ProfileStore(REPO / "profiles").load(profile_name)
+    profile = ProfileStore(profiles).load(profile_name)
     DockerSlot(config, client).create(profile, model_root)
     return client.containers.created[0]
 
@@ -91,3 +97,34 @@ def test_group_names_become_the_device_nodes_gids(tmp_path: Path) -> None:
     node.touch()
     gid = node.stat().st_gid
     assert device_groups("render", (str(tmp_path),)) == ([str(gid)] if gid else ["render"])
+
+
+def test_the_host_cpuset_confines_the_container_and_auto_binds_inside_it(tmp_path: Path) -> None:
+    _, spec = create("cpu-tiny", SlotConfig(cpuset=frozenset({1, 2, 3, 5})), tmp_path)
+    assert spec["cpuset_cpus"] == "1-3,5"
+    # vLLM CPU's `auto` binding reads the container's affinity: the profile need not know.
+    assert "VLLM_CPU_OMP_THREADS_BIND" not in spec["environment"]
+    _, spec = create("cpu-tiny", SlotConfig(), tmp_path)
+    assert "cpuset_cpus" not in spec  # unset: every CPU of the host
+
+
+def test_a_fixed_binding_outside_the_cpuset_is_never_started(tmp_path: Path) -> None:
+    profiles = tmp_path / "profiles"
+    profiles.mkdir()
+    for name in ("cpu-smollm2-135m", "cpu-tiny"):
+        shutil.copy(REPO / "profiles" / f"{name}.env", profiles)
+    (profiles / "pinned.env").write_text(
+        "MODEL_SLOT_EXTENDS=cpu-tiny\nVLLM_CPU_OMP_THREADS_BIND=0-1\n"
+    )
+    config = SlotConfig(cpuset=frozenset({1}))
+    problems = config.cpu_problems(ProfileStore(profiles).load("pinned"))
+    assert problems == [
+        "pinned binds vLLM's OpenMP threads to CPUs 0 (VLLM_CPU_OMP_THREADS_BIND=0-1), outside "
+        "this slot's MODEL_SLOT_CPUSET=1: its engine could not start. Use "
+        "VLLM_CPU_OMP_THREADS_BIND=auto (it binds inside the container's CPUs) or CPUs the "
+        "container has"
+    ]
+    with pytest.raises(SlotError, match="outside this slot's MODEL_SLOT_CPUSET=1"):
+        create("pinned", config, tmp_path, profiles)
+    _, spec = create("pinned", SlotConfig(cpuset=frozenset({0, 1})), tmp_path, profiles)
+    assert (spec["cpuset_cpus"], spec["environment"]["VLLM_CPU_OMP_THREADS_BIND"]) == ("0-1", "0-1")

@@ -140,6 +140,18 @@ def test_preflight_refuses_before_anything_changes(
     assert switcher.state.load().current == "cpu-tiny"
 
 
+def test_cpus_the_slot_cannot_give_are_a_preflight_refusal(
+    tmp_path: Path, profiles_dir: Path
+) -> None:
+    why = "binds vLLM's OpenMP threads to CPUs 0, outside this slot's MODEL_SLOT_CPUSET=1"
+    fake = FakeSlot(cpu_refusals=[why])
+    switcher = make_switcher(tmp_path, profiles_dir, fake, None)
+    with pytest.raises(PreflightError, match="refused before anything changed") as refused:
+        switcher.switch("cpu-tiny")
+    assert why in str(refused.value)
+    assert fake.calls == []
+
+
 def test_force_lets_a_rejected_profile_through(tmp_path: Path, profiles_dir: Path) -> None:
     switcher = make_switcher(tmp_path, profiles_dir, FakeSlot(), None)
     report = switcher.switch("test-rejected", force=True)

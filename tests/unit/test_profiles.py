@@ -171,6 +171,11 @@ def test_other_keys_and_vllm_environment_pass_through(tmp_path: Path) -> None:
         ("MODEL_SLOT_DEVICES=dri", "a comma list of /dev paths"),
         ("MODEL_SLOT_SHM_SIZE=lots", "a size such as 16g"),
         ("FRONTDOOR_QUEUE_TIMEOUT_S=-1", "a number >= 0"),
+        ("VLLM_CPU_OMP_THREADS_BIND=core1", "auto, nobind, or CPU ids such as 1, 0-3"),
+        ("VLLM_CPU_OMP_THREADS_BIND=3-1", "auto, nobind, or CPU ids"),
+        ("VLLM_CPU_OMP_THREADS_BIND=0-3|3-5", "no CPU in two ranks (CPU 3 is)"),
+        ("VLLM_CPU_NUM_OF_RESERVED_CPU=-1", "a whole number >= 0"),
+        ("VLLM_CPU_KVCACHE_SPACE=1g", "a whole number >= 0"),
     ],
 )
 def test_bad_values_name_the_key_value_and_what_is_allowed(
@@ -183,6 +188,13 @@ def test_bad_values_name_the_key_value_and_what_is_allowed(
     message = problems_of(ProfileStore(tmp_path), "p")
     assert line in message
     assert expected in message
+
+
+@pytest.mark.parametrize("value", ["auto", "nobind", "1", "0-3", "0,2-5", "0-3|4-7"])
+def test_vllm_cpu_binding_accepts_what_vllm_cpu_does(tmp_path: Path, value: str) -> None:
+    write(tmp_path, "p", BASE + f"VLLM_CPU_OMP_THREADS_BIND={value}\n")
+    env = ProfileStore(tmp_path).load("p").container_env()
+    assert env["VLLM_CPU_OMP_THREADS_BIND"] == value  # vLLM reads it itself
 
 
 def test_all_problems_are_reported_at_once(tmp_path: Path) -> None:

@@ -9,7 +9,8 @@ Every refusal is ``{"error": {"message", "type", "param", "code"}}`` (DESIGN inv
     ├── 413 request_too_large       body over FRONTDOOR_MAX_BODY_BYTES
     ├── 502 backend_error           the upstream refused the connection or broke
     ├── 503 queue_timeout | queue_full | too_many_requests | switching | paused | down |
-    │       faulted                 (always with Retry-After)
+    │       faulted | busy | model_not_served   (always with Retry-After; the last two only
+    │                               for a request that asked not to wait, X-Model-Slot-Hold: 0)
     └── 504 backend_timeout         the upstream did not answer in time
 
 The request head's refusals (400 malformed, 408 too slow, 431 too large) happen before there is

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -106,6 +107,8 @@ class Exchange:
     admitted_at: float = 0.0  # liveness.py sets it when the generation is admitted
     last_relay: float = 0.0  # monotonic time body bytes were last relayed (liveness.py)
     tail: events.Tail = field(default_factory=events.Tail)
+    hold: bool = True  # False: X-Model-Slot-Hold: 0 (or FRONTDOOR_HOLD=0), a router's request
+    body: bytes = b""  # a generation's whole request body, for what a refusal must name
 
     def release(self, fd: Frontdoor) -> None:
         """Give the generation slot back, once."""
@@ -134,10 +137,10 @@ async def relay(fd: Frontdoor, scope: Scope, receive: Receive, send: Send) -> No
         if not fd.authorized(scope["headers"]):
             raise errors.unauthorized("missing or wrong API key (send Authorization: Bearer <key>)")
         fd.admission.refuse_if_closed()
-        hold = _hold(scope["headers"], fd.settings.hold)
+        hold = ex.hold = _hold(scope["headers"], fd.settings.hold)
         deadline = time.monotonic() + fd.settings.body_deadline_s
         if ex.generation:
-            whole = await _read_body(scope, receive, fd.settings, deadline)
+            whole = ex.body = await _read_body(scope, receive, fd.settings, deadline)
             body: bytes | AsyncIterator[bytes] = whole
             watch()
             ex.queue_wait = await fd.admission.acquire(len(whole), hold=hold)
@@ -280,6 +283,23 @@ def _check_length(scope: Scope, limit: int) -> None:
                 raise errors.too_large(limit)
 
 
+def _model_not_served(fd: Frontdoor, ex: Exchange) -> Refusal:
+    """vLLM's 404 for a generation, as a router must see it: 503, "not here now, try another
+    host". Behind a router (``X-Model-Slot-Hold: 0``) a host that serves another profile is one
+    to route around like a switching one; LiteLLM retries a 503 on another deployment but
+    returns a 404 to the client. vLLM decides what it serves (aliases, LoRA adapters): only its
+    answer is changed. The message names both models and never vLLM's "does not exist" wording,
+    which LiteLLM would read as a 404 again."""
+    served = fd.route.limits.served_model_name or "another model"
+    asked = rewrite.requested_model(ex.body)
+    return errors.unavailable(
+        "model_not_served",
+        f"this host serves {served} now, not {asked or 'the model asked for'}, and the request "
+        "asked not to wait (X-Model-Slot-Hold: 0); send it to a host that serves it",
+        max(1, math.ceil(fd.route.switch_hold_s)),
+    )
+
+
 def _hold(headers: list[tuple[bytes, bytes]], default: bool) -> bool:
     """``X-Model-Slot-Hold``: 0 = refuse at once instead of waiting (what a router wants)."""
     for name, value in headers:
@@ -355,6 +375,8 @@ async def _forward(
 
 
 async def _relay_response(fd: Frontdoor, send: Send, ex: Exchange, response: Response) -> None:
+    if response.status == 404 and ex.generation and not ex.hold:
+        raise _model_not_served(fd, ex)
     headers = [(n, v) for n, v in response.headers if n not in HOP_BY_HOP]
     streaming = False
     for name, value in headers:

@@ -37,6 +37,16 @@ MODEL_PATHS = frozenset(
 )
 
 
+def requested_model(body: bytes) -> str | None:
+    """The ``model`` a generation body names, or None when it names none or is not JSON."""
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError):  # not JSON, or not UTF-8; vLLM said what was wrong
+        return None
+    model = data.get("model") if isinstance(data, dict) else None
+    return model if isinstance(model, str) else None
+
+
 def needed(path: str, limits: Limits) -> bool:
     """Whether a generation on ``path`` must be parsed at all under these limits."""
     if path not in MODEL_PATHS:

@@ -1,9 +1,9 @@
 """Behind a router: ``/health/ready`` in every route state, and ``X-Model-Slot-Hold: 0``.
 
 A router (LiteLLM in ``deploy/fleet/``) wants a fast 503 it can route around, not a hold that
-serves a single host well. Each "at once" below is checked against a hold of ten minutes and a
-client timeout of 20 s: a request that waited would fail the test by timing out, not by a
-measured duration.
+serves a single host well, and not a 404 from a host that serves another model now. Each "at
+once" below is checked against a hold of ten minutes and a client timeout of 20 s: a request
+that waited would fail the test by timing out, not by a measured duration.
 """
 
 from __future__ import annotations
@@ -160,3 +160,32 @@ def test_the_hold_header_never_reaches_the_model(
     seen = upstream.seen[0]
     assert "x-fake-echo" in seen.headers  # other headers do pass
     assert not any(name.lower() == "x-model-slot-hold" for name in seen.headers)
+
+
+def test_no_hold_turns_the_model_s_404_into_a_fast_503_a_router_retries(
+    upstream: FakeUpstream, start_frontdoor: Start
+) -> None:
+    """A host serving another profile is one a router must route around, like a switching one:
+    LiteLLM retries a 503 on another deployment, and hands a 404 to the client."""
+    front = start_frontdoor()
+    limits = Limits(max_active_generations=4, served_model_name="tiny-llama")
+    front.put_route(
+        **Route(upstream=upstream.url, state="serving", limits=limits).model_dump(mode="json")
+    )
+    asked = {**BODY, "model": "gemma-4-12b-it"}
+    wrong = {"x-fake-status": "404"}  # what vLLM answers for a model it does not serve
+    refused = httpx.post(front.url + CHAT, json=asked, headers=wrong | NO_HOLD, timeout=20)
+    _refused_at_once(refused, "model_not_served")
+    message = refused.json()["error"]["message"]
+    assert "serves tiny-llama now, not gemma-4-12b-it" in message
+    assert "does not exist" not in message  # LiteLLM would map that wording back to a 404
+    assert front.fd.admission.active == 0  # the place it took for the attempt is given back
+    # A client that waits (a single host's client) still gets the model's own answer.
+    assert httpx.post(front.url + CHAT, json=asked, headers=wrong, timeout=20).status_code == 404
+    # Other errors of the model pass through as they are, router or not.
+    bad = {"x-fake-status": "400"} | NO_HOLD
+    assert httpx.post(front.url + CHAT, json=asked, headers=bad, timeout=20).status_code == 400
+    # And a non-generation's 404 is the model's answer too (nothing to route around).
+    models = httpx.get(front.url + "/v1/models/x", headers=wrong | NO_HOLD, timeout=20)
+    assert models.status_code == 404
+    assert len(upstream.seen) == 4
