@@ -163,7 +163,7 @@ def test_the_hold_header_never_reaches_the_model(
 
 
 def test_no_hold_turns_the_model_s_404_into_a_fast_503_a_router_retries(
-    upstream: FakeUpstream, start_frontdoor: Start
+    upstream: FakeUpstream, start_frontdoor: StartFrontdoor
 ) -> None:
     """A host serving another profile is one a router must route around, like a switching one:
     LiteLLM retries a 503 on another deployment, and hands a 404 to the client."""
