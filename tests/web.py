@@ -20,6 +20,8 @@ import httpx
 import pytest
 from playwright.sync_api import ConsoleMessage, Page, Playwright
 
+from tests.support import wait_until
+
 REPO = Path(__file__).resolve().parents[1]
 DOCS = REPO / "docs"
 GRAFANA = REPO / "deploy" / "grafana" / "model-slot.json"
@@ -134,6 +136,19 @@ class Prometheus:
             return False
         active = targets["data"]["activeTargets"]
         return bool(active) and all(t["health"] == "up" for t in active)
+
+    def wait_every_expr_answers(self, exprs: list[str], what: str, timeout_s: float = 60) -> None:
+        """Poll until each PromQL expression returns a series; fail naming those that don't."""
+        empty: list[str] = []
+
+        def all_answer() -> bool:
+            empty[:] = [expr for expr in exprs if not self.query(expr)]
+            return not empty
+
+        try:
+            wait_until(all_answer, timeout_s, what)
+        except AssertionError as exc:
+            raise AssertionError(f"no series for: {empty}") from exc
 
     def stop(self) -> None:
         self.process.terminate()

@@ -253,16 +253,7 @@ def test_every_grafana_expression_returns_a_series(served: Stack, prometheus: Pr
     assert len(exprs) < len(every), "the dashboard has per-GPU panels; were they dropped?"
     _refuse_one(served)  # so frontdoor_refusals_total has a series to show
     wait_until(prometheus.up, 60, "Prometheus's target to be up")
-    empty: list[str] = []
-
-    def all_answer() -> bool:
-        empty[:] = [expr for expr in exprs if not prometheus.query(expr)]
-        return not empty
-
-    try:
-        wait_until(all_answer, 60, "every dashboard expression to return a series")
-    except AssertionError as exc:
-        raise AssertionError(f"no series for: {empty}") from exc
+    prometheus.wait_every_expr_answers(exprs, "every dashboard expression to return a series")
     phases = {r["metric"]["phase"] for r in prometheus.query("frontdoor_last_switch_phase_seconds")}
     assert {"drain", "stop", "create", "ready", "flip"} <= phases
     switches = prometheus.query('frontdoor_switches_total{action="switch",outcome="switched"}')

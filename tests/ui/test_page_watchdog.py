@@ -230,16 +230,9 @@ def test_grafanas_watchdog_and_gpu_panels_have_series(rig: Rig, tmp_path: Path) 
     prometheus = Prometheus(rig.front.url.removeprefix("http://"), tmp_path)
     try:
         wait_until(prometheus.up, 60, "Prometheus's target (the frontdoor) to be up")
-        empty: list[str] = []
-
-        def all_answer() -> bool:
-            empty[:] = [expr for expr in exprs if not prometheus.query(expr)]
-            return not empty
-
-        try:
-            wait_until(all_answer, 60, "every watchdog and GPU expression to return a series")
-        except AssertionError as exc:
-            raise AssertionError(f"no series for: {empty}") from exc
+        prometheus.wait_every_expr_answers(
+            exprs, "every watchdog and GPU expression to return a series"
+        )
         verdict = prometheus.query("max by (verdict) (modelslot_watchdog_verdict) == 1")
         assert [v["metric"]["verdict"] for v in verdict] == ["ok"]
         assert prometheus.value('modelslot_gpu_utilization_ratio{gpu="0"}') == 0.97
