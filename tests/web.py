@@ -7,18 +7,20 @@ browser download); Prometheus is Debian's ``prometheus`` with the shipped deploy
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import socket
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import ConsoleMessage, Page, Playwright
+from playwright.sync_api import ConsoleMessage, Page, Playwright, sync_playwright
 
 from tests.support import wait_until
 
@@ -91,6 +93,18 @@ class Browser:
 
     def close(self) -> None:
         self.browser.close()
+
+
+@contextlib.contextmanager
+def open_browser() -> Iterator[Browser]:
+    """Debian's chromium under Playwright, one page, closed afterwards (the tests' fixtures)."""
+    need_chromium()
+    with sync_playwright() as playwright:
+        opened = Browser(playwright)
+        try:
+            yield opened
+        finally:
+            opened.close()
 
 
 class Prometheus:

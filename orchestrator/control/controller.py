@@ -271,8 +271,7 @@ class Controller:
             return
         reason = f"watchdog: {args.get('reason')}"
         log.error("%s; not restarting until an operator switches", reason)
-        self.watchdog.unwatch("faulted")
-        self.switcher.mark(Phase.FAULTED, reason)
+        self.switcher.mark(Phase.FAULTED, reason)  # _sync_watchdog then unwatches
         self._restart_at = None
 
     # ---- reconcile -----------------------------------------------------------------------

@@ -18,7 +18,6 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from playwright.sync_api import sync_playwright
 
 from tests.e2e.stack import REPO, Stack
 from tests.support import wait_until
@@ -29,8 +28,8 @@ from tests.web import (
     Browser,
     Prometheus,
     grafana_exprs,
-    need_chromium,
     need_prometheus,
+    open_browser,
 )
 
 pytestmark = [pytest.mark.docker, pytest.mark.vllm, pytest.mark.e2e]
@@ -42,13 +41,8 @@ CPU_PROFILES = ("cpu-smollm2-135m", "cpu-tiny")
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    need_chromium()
-    with sync_playwright() as playwright:
-        opened = Browser(playwright)
-        try:
-            yield opened
-        finally:
-            opened.close()
+    with open_browser() as opened:
+        yield opened
 
 
 @pytest.fixture(scope="module")

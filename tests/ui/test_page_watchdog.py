@@ -23,7 +23,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import sync_playwright
 
 from orchestrator.control import watchdog_port
 from orchestrator.control.watchdog import Baseline, WatchdogSettings
@@ -39,8 +38,8 @@ from tests.web import (
     Browser,
     Prometheus,
     grafana_exprs,
-    need_chromium,
     need_prometheus,
+    open_browser,
 )
 
 DUMP = (Path(__file__).resolve().parents[1] / "watchdog" / "data" / "xpu-smi-dump.csv").read_text()
@@ -124,13 +123,8 @@ def rig(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Rig]:
 
 @pytest.fixture
 def browser() -> Iterator[Browser]:
-    need_chromium()
-    with sync_playwright() as playwright:
-        opened = Browser(playwright)
-        try:
-            yield opened
-        finally:
-            opened.close()
+    with open_browser() as opened:
+        yield opened
 
 
 def _verdict(browser: Browser, verdict: str) -> None:
