@@ -14,7 +14,10 @@ interval, and the decode probe only when no client is active).
   from the first to the last). On vLLM every streamed event carries one token.
 
 Both are bounded by ``timeout_s`` over the whole exchange (httpx's timeouts bound each read; the
-deadline check bounds a stream that trickles). Neither raises: a failure is a ``ProbeResult``.
+deadline check bounds a stream that trickles). A decode stream that reaches the deadline with
+tokens in hand is cut there and is *proof*, with the rate it measured: a model that decodes
+slower than ``tokens / timeout_s`` is degraded, not wedged (only silence is a wedge). Neither
+raises: a failure is a ``ProbeResult``.
 """
 
 from __future__ import annotations
@@ -100,6 +103,7 @@ def decode(base_url: str, served: str, tokens: int, timeout_s: float) -> ProbeRe
         "stream": True,
     }
     times: list[float] = []
+    cut = False
     try:
         with httpx.stream(
             "POST", f"{base_url}/v1/completions", json=body, timeout=timeout_s
@@ -115,7 +119,10 @@ def decode(base_url: str, served: str, tokens: int, timeout_s: float) -> ProbeRe
             for line in response.iter_lines():
                 now = time.monotonic()
                 if now > deadline:
-                    return _timeout("decode", start, timeout_s)
+                    if not times:
+                        return _timeout("decode", start, timeout_s)
+                    cut = True  # tokens are flowing, slowly: the rate so far is the figure
+                    break
                 if not line.startswith("data: ") or line == "data: [DONE]":
                     continue
                 event = json.loads(line[6:])
@@ -133,7 +140,14 @@ def decode(base_url: str, served: str, tokens: int, timeout_s: float) -> ProbeRe
         if len(times) > 1 and times[-1] > times[0]
         else None
     )
-    return ProbeResult("decode", ok=True, latency_s=latency, tokens=len(times), decode_tok_s=rate)
+    return ProbeResult(
+        "decode",
+        ok=True,
+        latency_s=latency,
+        tokens=len(times),
+        decode_tok_s=rate,
+        note=f"{len(times)} of {tokens} tokens, cut at the {timeout_s:g}s bound" if cut else None,
+    )
 
 
 def _timeout(kind: ProbeKind, start: float, timeout_s: float) -> ProbeResult:

@@ -84,6 +84,21 @@ def test_decode_probe_measures_the_stream_rate(model: FakeModel) -> None:
     assert model.requests[0]["ignore_eos"] is True and model.requests[0]["stream"] is True
 
 
+def test_a_decode_probe_slower_than_the_wedge_bound_is_proof_not_a_wedge(
+    model: FakeModel,
+) -> None:
+    """Regression (CI, 2026-12-03): a throttled model decoding at 1 tok/s made the 48-token
+    decode probe outlast ``wedge_s``; the probe said "timed out" and the policy restarted a
+    model that was generating all along. Tokens that keep coming are proof of life: the probe
+    ends at its bound with the rate it measured, and only silence is a timeout."""
+    model.interval_s = 0.2  # 5 tok/s: 16 tokens take 3 s, the bound is 0.5 s
+    result = watchdog_probe.decode(model.url, "m", 16, timeout_s=0.5)
+    assert result.ok and not result.timed_out, result
+    assert result.tokens is not None and 1 < result.tokens < 16, result
+    assert result.decode_tok_s is not None and result.decode_tok_s < 16 / 0.5, result
+    assert "cut at the 0.5s bound" in str(result.note), result
+
+
 def _gate(path: Path, profile_hash: str, rate: float, result: str = "pass") -> None:
     path.write_text(
         json.dumps(

@@ -120,7 +120,9 @@ def test_throttled_decode_is_degraded_with_figures_and_clears_when_lifted(
         ["docker", "update", "--cpus", "0.05", container.id], check=True, capture_output=True
     )
     try:
-        view = until_verdict(runner, "degraded", 240)
+        # At 0.05 CPUs a 48-token probe can outlast wedge_s (60 s): it is cut at the bound with
+        # the rate it measured, and that is proof of life (the CI failure of 2026-12-03).
+        view = until_verdict(runner, "degraded", 480)
     finally:
         # `--cpus 0` leaves the limit in place; the host's whole CPU count lifts it.
         lift = str(os.cpu_count() or 1)
@@ -130,7 +132,7 @@ def test_throttled_decode_is_degraded_with_figures_and_clears_when_lifted(
     assert isinstance(decode, float) and decode < baseline * 0.5
     assert "below" in str(view["reason"]) and "first probes after start" in str(view["reason"])
     print(f"\nbaseline {baseline} tok/s, throttled {decode} tok/s: {view['reason']}")
-    assert restarts == [], "restart-on-degraded is off by default"
+    assert restarts == [], f"slow is degraded, not wedged; no restart by default: {restarts}"
     cleared = until_verdict(runner, "ok", 240)
     print(f"cleared: {cleared['reason']}")
 
