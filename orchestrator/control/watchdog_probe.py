@@ -28,7 +28,10 @@ import time
 import httpx
 
 from orchestrator.control.watchdog import ProbeKind, ProbeResult
+from orchestrator.prometheus_text import series_totals
 
+#: vLLM's counter of generated tokens, which grows while the engine works for anyone.
+GENERATED = "vllm:generation_tokens_total"
 PROMPT = "The quick brown fox jumps over the lazy dog. Once upon a time"
 
 
@@ -57,15 +60,7 @@ def generated_tokens(base_url: str) -> float | None:
         return None
     if response.status_code != 200:
         return None
-    total, seen = 0.0, False
-    for line in response.text.splitlines():
-        if line.startswith("vllm:generation_tokens_total"):
-            try:
-                total += float(line.rsplit(" ", 1)[1])
-                seen = True
-            except (IndexError, ValueError):
-                continue
-    return total if seen else None
+    return series_totals(response.text, (GENERATED,)).get(GENERATED)
 
 
 def _liveness(base_url: str, served: str, timeout_s: float) -> ProbeResult:

@@ -12,8 +12,8 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[2] / "orchestrator"
 
 #: Wing -> the wings it may import (besides itself). ``base`` is the top-level modules below
-#: everything (errors, config, output, progress, vllm_argv); ``images`` is a wing of its own that
-#: only the CLI uses.
+#: everything (errors, config, output, progress, vllm_argv, prometheus_text); ``images`` is a
+#: wing of its own that only the CLI uses.
 ALLOWED: dict[str, set[str]] = {
     "base": set(),
     "profiles": {"base"},

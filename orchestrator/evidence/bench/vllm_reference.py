@@ -27,6 +27,7 @@ from typing import Any
 
 from orchestrator.errors import ModelSlotError
 from orchestrator.evidence.bench.client import RequestRecord
+from orchestrator.prometheus_text import series_totals
 
 PACKAGE = Path(__file__).resolve().parents[2]  # orchestrator/
 BENCH_DIR = "/tmp/modelslot-bench"  # noqa: S108 (inside the vLLM container)
@@ -148,16 +149,9 @@ SERVER_BUSY = ("vllm:num_requests_running", "vllm:num_requests_waiting")
 
 
 def server_totals(metrics_text: str, series: tuple[str, ...] = SERVER_SERIES) -> dict[str, float]:
-    """The ``series`` found in a Prometheus text page, each summed over its labels (engines,
+    """The ``series`` found in vLLM's ``/metrics`` page, each summed over its labels (engines,
     finish reasons). A series the page lacks is absent, not zero."""
-    totals: dict[str, float] = {}
-    for line in metrics_text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        name = line.split("{", 1)[0].split(" ", 1)[0]
-        if name in series:
-            totals[name] = totals.get(name, 0.0) + float(line.rsplit(" ", 1)[1])
-    return totals
+    return series_totals(metrics_text, series)
 
 
 def bench_files() -> list[Path]:
